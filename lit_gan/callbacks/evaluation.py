@@ -1,0 +1,89 @@
+"""Scores the generator on a fixed noise batch every N generator iterations."""
+
+from __future__ import annotations
+
+import json
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lit_gan.callbacks.output import log_image, run_directory
+from lit_gan.callbacks.samples import scatter_over_modes
+from lit_gan.errors import ConfigError, require
+
+
+class Evaluation(Callback):
+    """Every ``every_n_generator_steps`` generator iterations, and once at the end of training:
+    generate ``num_samples`` samples from a fixed noise batch, score them with
+    the datamodule's ``evaluation_metric()``, log the scores under ``eval/``,
+    plot the samples, and append the scores to ``evaluation.json`` in the run
+    directory.
+
+    The noise is drawn once from ``seed``, so successive evaluations (and
+    different runs) score the same z and differences come from G alone.
+    """
+
+    def __init__(self, every_n_generator_steps: int = 500, num_samples: int = 2500, seed: int = 1234,
+                 plot: bool = True):
+        require(every_n_generator_steps >= 1, "evaluation.every_n_generator_steps", every_n_generator_steps,
+                "an integer >= 1")
+        require(num_samples >= 1, "evaluation.num_samples", num_samples, "an integer >= 1")
+        self.every_n_generator_steps = every_n_generator_steps
+        self.num_samples = num_samples
+        self.seed = seed
+        self.plot = plot
+        self.history: list[dict[str, float]] = []
+
+    @property
+    def latest(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        datamodule = trainer.datamodule
+        if not hasattr(datamodule, "evaluation_metric"):
+            raise ConfigError(
+                f"data={type(datamodule).__name__} has no evaluation_metric(): the Evaluation callback "
+                "needs a lit-gan datamodule (e.g. lit_gan.data.RingGaussians)"
+            )
+        self.metric = datamodule.evaluation_metric().to(pl_module.device)
+        self.centers = getattr(datamodule, "centers", None)
+        generator = torch.Generator().manual_seed(self.seed)
+        self.noise = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=generator)
+        self.history = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = pl_module.generator_step
+        if step % self.every_n_generator_steps == 0 and step != self.latest.get("generator_step"):
+            self.evaluate(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if pl_module.generator_step != self.latest.get("generator_step"):
+            self.evaluate(trainer, pl_module)
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        step = pl_module.generator_step
+        samples = pl_module.generate(self.noise)
+        self.metric.reset()
+        self.metric.update(samples)
+        scores = {f"eval/{k}": float(v) for k, v in self.metric.compute().items()}
+        row = {**scores, "generator_step": step}
+        self.history.append(row)
+        if trainer.is_global_zero:
+            self._write(trainer, pl_module, samples, row)
+        return row
+
+    def _write(self, trainer, pl_module, samples, row) -> None:
+        directory = run_directory(trainer)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "evaluation.json").write_text(json.dumps(self.history, indent=1))
+        step = row["generator_step"]
+        if self.plot and samples.dim() == 2 and samples.shape[1] == 2:
+            title = f"{type(pl_module).__name__}, generator iteration {step}\n" + ", ".join(
+                f"{k.removeprefix('eval/')} {v:.3g}" for k, v in row.items() if k != "generator_step"
+            )
+            path = scatter_over_modes(samples, self.centers, directory / "samples" / f"{step:07d}.png", title)
+            log_image(trainer, "samples", path, row, step)
+        else:
+            for logger in trainer.loggers:
+                logger.log_metrics(row, step=step)

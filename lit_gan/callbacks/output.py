@@ -1,0 +1,33 @@
+"""Where a run writes its files, and images sent to whichever loggers are attached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.loggers import WandbLogger
+
+
+def run_directory(trainer: pl.Trainer) -> Path:
+    """``<save_dir>/<name>/<version>`` of the first logger (W&B: ``outputs/<project>/<run id>``).
+
+    Checkpoints, sample plots and evaluation results of one run live here,
+    next to each other and apart from every other run.
+    """
+    logger = trainer.logger
+    if logger is None:
+        return Path(trainer.default_root_dir)
+    root = logger.save_dir or trainer.default_root_dir
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(root) / str(logger.name) / version
+
+
+def log_image(trainer: pl.Trainer, key: str, path: Path, row: dict[str, float], step: int) -> None:
+    """Log ``row`` to every logger; W&B also gets the image at ``path`` in the same history row."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            logger.log_metrics({**row, key: wandb.Image(str(path))}, step=step)
+        else:
+            logger.log_metrics(row, step=step)

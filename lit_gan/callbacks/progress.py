@@ -1,0 +1,36 @@
+"""A progress bar that counts generator iterations, the unit every GAN paper uses."""
+
+from __future__ import annotations
+
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+from lit_gan.objectives.base import optimizer_steps
+
+SHOWN = {"loss/discriminator": "loss_D", "loss/generator": "loss_G", "wasserstein_estimate": "W"}
+
+
+class GeneratorProgressBar(TQDMProgressBar):
+    """One bar for the whole run, in generator iterations, with the latest logged losses."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch > 0 and self.train_progress_bar.total is not None:
+            return  # one bar across epochs: the clock does not restart
+        per_iteration = optimizer_steps(1, pl_module.n_critic)
+        total = trainer.max_steps // per_iteration if trainer.max_steps > 0 else None
+        self.train_progress_bar.reset(total=total)
+        self.train_progress_bar.initial = pl_module.generator_step
+        self.train_progress_bar.n = pl_module.generator_step
+        self.train_progress_bar.set_description("Generator iterations")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = pl_module.generator_step
+        bar = self.train_progress_bar
+        if step == bar.n or not self._should_update(step, bar.total):
+            return
+        bar.n = step
+        shown = {SHOWN[k]: f"{v:.3g}" for k, v in pl_module.logged_values.items() if k in SHOWN}
+        bar.set_postfix(shown, refresh=False)
+        bar.refresh()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        """Keep the bar open between epochs (the base class would reset its postfix)."""

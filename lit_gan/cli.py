@@ -1,0 +1,143 @@
+"""``python train.py --config configs/X.yaml``: the one place where data, model, callbacks and loggers meet."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from jsonargparse.typing import PositiveInt
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+
+from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, run_directory
+from lit_gan.errors import ConfigError
+from lit_gan.objectives.base import GANModule, optimizer_steps
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.WandbLogger",
+        "init_args": {"project": "lit-gan", "save_dir": "outputs", "offline": True},
+    },
+    "default_root_dir": "outputs",
+    # GeneratorCheckpoint saves on the generator-iteration clock instead.
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+}
+
+# Batches of the toy mixtures are drawn in the main process at no cost.
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+class LoggedConfig(SaveConfigCallback):
+    """Writes the full resolved config into the run directory and into every logger's hyperparameters.
+
+    For W&B it also makes ``generator_step`` the x-axis of every chart.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
+
+    def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False)
+        directory = run_directory(trainer)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.yaml").write_text(text)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(yaml.safe_load(text))
+            if isinstance(logger, WandbLogger):
+                logger.experiment.define_metric("generator_step")
+                logger.experiment.define_metric("*", step_metric="generator_step", step_sync=True)
+
+
+class LitGANCLI(LightningCLI):
+    """LightningCLI without subcommands: a GAN objective, a datamodule and a Trainer from YAML.
+
+    Adds ``generator_steps`` (training length in generator iterations, which
+    sets ``trainer.max_steps``), the ``evaluation`` and ``checkpoint``
+    callbacks, and ``ckpt_path`` to resume from.
+    """
+
+    def __init__(self, args=None, **kwargs):
+        super().__init__(
+            model_class=GANModule,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=LoggedConfig,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            run=False,
+            args=args,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--generator_steps", type=PositiveInt, default=2000,
+            help="Training length in generator iterations (sets trainer.max_steps).",
+        )
+        parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="Checkpoint to resume from.")
+        parser.add_lightning_class_args(Evaluation, "evaluation")
+        parser.add_lightning_class_args(GeneratorCheckpoint, "checkpoint")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config
+        if config.trainer.max_steps not in (None, -1):
+            self.parser.error(
+                f"trainer.max_steps={config.trainer.max_steps} is set: lit-gan counts training length in "
+                "generator iterations, so set generator_steps instead and leave trainer.max_steps unset."
+            )
+        n_critic = config.model.init_args.get("n_critic", 1)
+        config.trainer.max_steps = optimizer_steps(config.generator_steps, n_critic)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ConfigError as error:
+            self.parser.error(str(error))
+
+    def _instantiate_trainer(self, config, callbacks):
+        if config.get("enable_progress_bar", True) is not False and not any(
+            isinstance(c, ProgressBar) for c in [*callbacks, *(config.get("callbacks") or [])]
+        ):
+            callbacks.append(GeneratorProgressBar())
+        return super()._instantiate_trainer(config, callbacks)
+
+
+def evaluation_callback(trainer: Trainer) -> Evaluation | None:
+    return next((c for c in trainer.callbacks if isinstance(c, Evaluation)), None)
+
+
+def report(trainer: Trainer) -> str:
+    """Where a finished run left its files, and its final scores."""
+    directory = run_directory(trainer)
+    lines = [f"Run directory: {directory}  (config.yaml, evaluation.json, samples/, checkpoints/)"]
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run_dir = Path(logger.experiment.dir).parent
+            lines.append(f"W&B run: {run_dir}  (upload later with: wandb sync {run_dir})")
+    evaluation = evaluation_callback(trainer)
+    if evaluation is not None and evaluation.latest:
+        scores = ", ".join(f"{k.removeprefix('eval/')}={v:.4g}" for k, v in evaluation.latest.items())
+        lines.append(f"Final evaluation: {scores}")
+    return "\n".join(lines)
+
+
+def main(args=None) -> LitGANCLI:
+    cli = LitGANCLI(args=args)
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+        if cli.trainer.is_global_zero:
+            print(report(cli.trainer), file=sys.stdout)
+    finally:
+        for logger in cli.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.finish()
+    return cli

@@ -1,0 +1,61 @@
+"""Wasserstein GANs: a critic estimates the earth-mover distance, G descends it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lit_gan.errors import require
+from lit_gan.objectives.base import GANModule
+from lit_gan.penalties import GradientPenalty
+
+
+class Wasserstein(GANModule):
+    """Kantorovich-Rubinstein dual (Arjovsky et al. 2017, Eq. 3).
+
+    The critic maximises ``E D(x) - E D(G(z))`` (the Wasserstein estimate,
+    logged as ``wasserstein_estimate``); G minimises ``-E D(G(z))``. The
+    critic must be kept near 1-Lipschitz: :class:`WGAN` clips its weights,
+    :class:`WGANGP` penalises its gradient.
+    """
+
+    def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+        return fake_logits.mean() - real_logits.mean()
+
+    def generator_loss(self, fake_logits: Tensor) -> Tensor:
+        return -fake_logits.mean()
+
+    def discriminator_metrics(self, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+        return {"wasserstein_estimate": real_logits.mean() - fake_logits.mean()}
+
+
+class WGAN(Wasserstein):
+    """WGAN with weight clipping (Arjovsky et al. 2017, Algorithm 1).
+
+    After every critic step each critic weight is clipped to
+    ``[-clip_value, clip_value]`` (0.01 in the paper, with ``n_critic = 5``).
+    The paper warns against momentum: use ``betas_d = betas_g = [0, 0.999]``
+    (Adam without momentum is RMSProp with bias correction).
+    """
+
+    def __init__(self, *args, clip_value: float = 0.01, **kwargs):
+        super().__init__(*args, **kwargs)
+        require(clip_value > 0, "model.clip_value", clip_value, "a number > 0")
+        self.clip_value = clip_value
+
+    @torch.no_grad()
+    def after_discriminator_step(self) -> None:
+        for parameter in self.discriminator.parameters():
+            parameter.clamp_(-self.clip_value, self.clip_value)
+
+
+class WGANGP(Wasserstein):
+    """WGAN-GP (Gulrajani et al. 2017, Algorithm 1): the Wasserstein loss plus a gradient penalty.
+
+    ``gradient_penalty_weight`` is lambda of Eq. 3 (10 in the paper, with
+    ``n_critic = 5``, Adam ``lr = 1e-4``, ``betas = [0, 0.9]``).
+    """
+
+    def __init__(self, *args, gradient_penalty_weight: float = 10.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.penalties.insert(0, GradientPenalty(weight=gradient_penalty_weight))

@@ -1,0 +1,103 @@
+"""Discriminator regularisers as small composable objects.
+
+Every penalty is called as ``penalty(discriminator, real, fake)`` inside the
+discriminator update and returns the weighted term to add to D's loss, so an
+objective takes any list of them (``penalties:`` in a config) and the training
+step never branches on which ones are present.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lit_gan.errors import require
+
+
+def input_gradient_norm(discriminator: nn.Module, inputs: Tensor) -> Tensor:
+    """Per-sample L2 norm of dD/dx at ``inputs``, kept in the graph for a second backward."""
+    inputs = inputs.detach().requires_grad_(True)
+    outputs = discriminator(inputs)
+    (gradient,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
+    return gradient.flatten(1).norm(2, dim=1)
+
+
+class Penalty:
+    """Base class: ``weight`` times a non-negative regulariser of D."""
+
+    name = "penalty"
+
+    def __init__(self, weight: float = 10.0):
+        require(weight >= 0, f"{type(self).__name__}.weight", weight, "a number >= 0")
+        self.weight = weight
+
+    def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        return self.weight * self.unweighted(discriminator, real, fake)
+
+    def unweighted(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(weight={self.weight})"
+
+
+def _uniform_per_sample(reference: Tensor) -> Tensor:
+    """One U[0, 1) draw per sample, shaped to broadcast over ``reference``."""
+    shape = (reference.shape[0],) + (1,) * (reference.dim() - 1)
+    return torch.rand(shape, device=reference.device, dtype=reference.dtype)
+
+
+class GradientPenalty(Penalty):
+    """Two-sided gradient penalty of WGAN-GP (Gulrajani et al. 2017, Eq. 3).
+
+    ``weight * E[(||grad D(x_hat)||_2 - target)^2]`` with ``x_hat`` drawn
+    uniformly on straight lines between real and generated samples.
+    """
+
+    name = "gradient_penalty"
+
+    def __init__(self, weight: float = 10.0, target: float = 1.0):
+        super().__init__(weight)
+        require(target > 0, "GradientPenalty.target", target, "a number > 0")
+        self.target = target
+
+    def unweighted(self, discriminator, real, fake):
+        alpha = _uniform_per_sample(real)
+        interpolates = alpha * real.detach() + (1 - alpha) * fake.detach()
+        norms = input_gradient_norm(discriminator, interpolates)
+        return ((norms - self.target) ** 2).mean()
+
+
+class DRAGANPenalty(Penalty):
+    """DRAGAN's local gradient penalty (Kodali et al. 2017, Eq. 1 / Algorithm 1).
+
+    ``weight * E[(||grad D(x_hat)||_2 - 1)^2]`` around the real data only:
+    ``x_hat = x + alpha * delta`` with ``delta = perturbation * std(x) * U[0, 1)``
+    per coordinate and ``alpha ~ U[0, 1)`` per sample, as in the authors' code.
+    """
+
+    name = "dragan_penalty"
+
+    def __init__(self, weight: float = 10.0, perturbation: float = 0.5):
+        super().__init__(weight)
+        require(perturbation > 0, "DRAGANPenalty.perturbation", perturbation, "a number > 0")
+        self.perturbation = perturbation
+
+    def unweighted(self, discriminator, real, fake):
+        real = real.detach()
+        delta = self.perturbation * real.std() * torch.rand_like(real)
+        perturbed = real + _uniform_per_sample(real) * delta
+        norms = input_gradient_norm(discriminator, perturbed)
+        return ((norms - 1) ** 2).mean()
+
+
+class R1Penalty(Penalty):
+    """R1 regulariser (Mescheder et al. 2018, Eq. 9): ``gamma/2 * E_real[||grad D(x)||^2]``.
+
+    ``weight`` is gamma; the 1/2 of the paper is applied here.
+    """
+
+    name = "r1_penalty"
+
+    def unweighted(self, discriminator, real, fake):
+        return 0.5 * (input_gradient_norm(discriminator, real) ** 2).mean()

@@ -1,0 +1,111 @@
+"""Train many configs (x seeds) through ``train.py`` and tabulate their final evaluation.
+
+    python -m lit_gan.study --configs configs/ring/*.yaml configs/grid/*.yaml \
+        --generator_steps 5000 --seeds 0 --jobs 2 --out docs/results/objectives
+
+Each run is a separate ``train.py`` process (its own W&B run under
+``<out>/runs``); ``--jobs`` runs that many at once with one torch thread each.
+Writes ``runs.csv`` (one row per run), ``table.md`` (one row per config) and
+``samples.png`` (the final samples of every run) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+SCORES = ("eval/modes", "eval/high_quality_pct", "eval/reverse_kl")
+
+
+def run_one(config: Path, seed: int, generator_steps: int, out: Path, threads: int) -> dict:
+    command = [
+        sys.executable, "train.py", "--config", str(config),
+        f"--generator_steps={generator_steps}", f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
+        "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={out / 'runs'}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_SILENT": "true"}
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    run_dir = Path(re.search(r"^Run directory: (\S+)", result.stdout, re.M).group(1))
+    final = json.loads((run_dir / "evaluation.json").read_text())[-1]
+    return {
+        "config": str(config), "seed": seed, "generator_steps": final["generator_step"],
+        **{k.removeprefix("eval/"): final[k] for k in SCORES if k in final},
+        "seconds": round(seconds, 1), "run_dir": str(run_dir),
+    }
+
+
+def write_outputs(rows: list[dict], out: Path) -> None:
+    with open(out / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| config | seeds | generator iterations | modes | high-quality % | reverse KL | seconds per run |",
+             "|---|---|---|---|---|---|---|"]
+    for config in dict.fromkeys(r["config"] for r in rows):
+        group = [r for r in rows if r["config"] == config]
+        mean = lambda key: sum(r[key] for r in group) / len(group)  # noqa: E731
+        lines.append(f"| `{config}` | {len(group)} | {group[0]['generator_steps']} | {mean('modes'):.1f} | "
+                     f"{mean('high_quality_pct'):.1f} | {mean('reverse_kl'):.3f} | {mean('seconds'):.0f} |")
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    plot_final_samples(rows, out / "samples.png")
+
+
+def plot_final_samples(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(len(rows), 6)
+    lines = -(-len(rows) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(3 * columns, 3 * lines), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows):
+        pictures = sorted((Path(row["run_dir"]) / "samples").glob("*.png"))
+        if pictures:
+            ax.imshow(plt.imread(pictures[-1]))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", type=Path, required=True)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--generator_steps", type=int, default=5000)
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("outputs/study"))
+    args = parser.parse_args(argv)
+    missing = [str(c) for c in args.configs if not c.is_file()]
+    if missing:
+        parser.error(f"--configs: no such file(s): {', '.join(missing)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    cells = [(config, seed) for config in args.configs for seed in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(run_one, c, s, args.generator_steps, args.out, threads) for c, s in cells]
+        rows = []
+        for (config, seed), future in zip(cells, futures):
+            rows.append(future.result())
+            print(f"{config} seed {seed}: {rows[-1]}", flush=True)
+    write_outputs(rows, args.out)
+    print(f"Wrote {args.out / 'runs.csv'}, {args.out / 'table.md'}, {args.out / 'samples.png'}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -15,7 +16,6 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, run_directory
-from lit_gan.errors import ConfigError
 from lit_gan.objectives.base import GANModule, optimizer_steps
 
 TRAINER_DEFAULTS = {
@@ -28,6 +28,8 @@ TRAINER_DEFAULTS = {
     "enable_checkpointing": False,
     "enable_model_summary": False,
 }
+
+CONFIG_ERROR = re.compile(r"\S+=.* is not valid: expected .*")
 
 # Batches of the toy mixtures are drawn in the main process at no cost.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -100,8 +102,13 @@ class LitGANCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ConfigError as error:
-            self.parser.error(str(error))
+        except ValueError as error:
+            # jsonargparse wraps a ConfigError raised inside a class in its own
+            # report about Union subtypes; print just our sentence.
+            match = CONFIG_ERROR.search(str(error))
+            if match is None:
+                raise
+            self.parser.error(match.group(0))
 
     def _instantiate_trainer(self, config, callbacks):
         if config.get("enable_progress_bar", True) is not False and not any(

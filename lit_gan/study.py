@@ -4,7 +4,7 @@
         --generator_steps 5000 --seeds 0 --jobs 2 --out docs/results/objectives
 
 Each run is a separate ``train.py`` process (its own W&B run under
-``<out>/runs``); ``--jobs`` runs that many at once with one torch thread each.
+``--runs_dir``); ``--jobs`` runs that many at once with one torch thread each.
 Writes ``runs.csv`` (one row per run), ``table.md`` (one row per config) and
 ``samples.png`` (the final samples of every run) into ``--out``.
 """
@@ -25,11 +25,11 @@ from pathlib import Path
 SCORES = ("eval/modes", "eval/high_quality_pct", "eval/reverse_kl")
 
 
-def run_one(config: Path, seed: int, generator_steps: int, out: Path, threads: int) -> dict:
+def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threads: int) -> dict:
     command = [
         sys.executable, "train.py", "--config", str(config),
         f"--generator_steps={generator_steps}", f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
-        "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={out / 'runs'}",
+        "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={runs_dir}",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_SILENT": "true"}
     start = time.perf_counter()
@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--generator_steps", type=int, default=5000)
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("outputs/study"))
+    parser.add_argument("--out", type=Path, default=Path("outputs/study"), help="where the table, CSV and plot go")
+    parser.add_argument("--runs_dir", type=Path, default=Path("outputs/study-runs"), help="where each run's files go")
     args = parser.parse_args(argv)
     missing = [str(c) for c in args.configs if not c.is_file()]
     if missing:
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     cells = [(config, seed) for config in args.configs for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, c, s, args.generator_steps, args.out, threads) for c, s in cells]
+        futures = [pool.submit(run_one, c, s, args.generator_steps, args.runs_dir, threads) for c, s in cells]
         rows = []
         for (config, seed), future in zip(cells, futures):
             rows.append(future.result())

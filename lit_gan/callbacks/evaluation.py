@@ -14,7 +14,7 @@ from lit_gan.errors import ConfigError, require
 
 
 class Evaluation(Callback):
-    """Every ``every_n_generator_steps`` generator iterations, and once at the end of training:
+    """Before training, every ``every_n_generator_steps`` generator iterations and at the end:
     generate ``num_samples`` samples from a fixed noise batch, score them with
     the datamodule's ``evaluation_metric()``, log the scores under ``eval/``,
     plot the samples, and append the scores to ``evaluation.json`` in the run
@@ -51,6 +51,10 @@ class Evaluation(Callback):
         generator = torch.Generator().manual_seed(self.seed)
         self.noise = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=generator)
         self.history = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if pl_module.generator_step == 0:
+            self.evaluate(trainer, pl_module)  # the untrained generator: the baseline of every curve
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = pl_module.generator_step

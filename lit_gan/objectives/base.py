@@ -95,7 +95,6 @@ class GANModule(pl.LightningModule):
         self.penalties = list(penalties)
         self.generator_step = 0
         self.discriminator_step = 0
-        self.latest_metrics: dict[str, Tensor] = {}
         self.logged_values: dict[str, float] = {}
 
     # ----------------------------------------------------------------- objective
@@ -139,45 +138,49 @@ class GANModule(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> None:
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
         opt_d, opt_g = self.optimizers()
-        metrics = self.update_discriminator(real, opt_d)
+        # Metrics cost extra kernels, so they are gathered only in iterations that get logged.
+        measure = (self.generator_step + 1) % self.trainer.log_every_n_steps == 0
+        metrics = self.update_discriminator(real, opt_d, measure)
         self.discriminator_step += 1
         if self.discriminator_step % self.n_critic == 0:
-            metrics.update(self.update_generator(real, opt_g))
+            metrics.update(self.update_generator(real, opt_g, measure))
             self.generator_step += 1
-            self.latest_metrics = metrics
-            if self.generator_step % self.trainer.log_every_n_steps == 0:
+            if measure:
                 self.log_to_loggers(metrics)
 
-    def update_discriminator(self, real: Tensor, optimizer) -> dict[str, Tensor]:
+    def update_discriminator(self, real: Tensor, optimizer, measure: bool = True) -> dict[str, Tensor]:
         with torch.no_grad():
             fake = self.generator(self.sample_noise(real.shape[0]))
         real_logits = self.discriminator(real)
         fake_logits = self.discriminator(fake)
         loss = self.discriminator_loss(real_logits, fake_logits)
-        metrics = {"loss/discriminator": loss.detach()}
-        for penalty in self.penalties:
-            term = penalty(self.discriminator, real, fake)
-            metrics[f"penalty/{penalty.name}"] = term.detach()
-            loss = loss + term
+        penalties = {f"penalty/{p.name}": p(self.discriminator, real, fake) for p in self.penalties}
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        metrics["grad_norm/discriminator"] = gradient_norm(self.discriminator)
+        self.manual_backward(loss + sum(penalties.values()))
         optimizer.step()
         self.after_discriminator_step()
-        metrics["discriminator/real"] = real_logits.detach().mean()
-        metrics["discriminator/fake"] = fake_logits.detach().mean()
-        metrics.update(self.discriminator_metrics(real_logits.detach(), fake_logits.detach()))
-        return metrics
+        if not measure:
+            return {}
+        real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
+        return {
+            "loss/discriminator": loss.detach(),
+            **{name: value.detach() for name, value in penalties.items()},
+            "grad_norm/discriminator": gradient_norm(self.discriminator),
+            "discriminator/real": real_logits.mean(),
+            "discriminator/fake": fake_logits.mean(),
+            **self.discriminator_metrics(real_logits, fake_logits),
+        }
 
-    def update_generator(self, real: Tensor, optimizer) -> dict[str, Tensor]:
+    def update_generator(self, real: Tensor, optimizer, measure: bool = True) -> dict[str, Tensor]:
         fake = self.generator(self.sample_noise(real.shape[0]))
         with frozen(self.discriminator):
             loss = self.generator_loss(self.discriminator(fake))
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        grad_norm = gradient_norm(self.generator)
         optimizer.step()
-        return {"loss/generator": loss.detach(), "grad_norm/generator": grad_norm}
+        if not measure:
+            return {}
+        return {"loss/generator": loss.detach(), "grad_norm/generator": gradient_norm(self.generator)}
 
     # ------------------------------------------------------------------- logging
     def log_to_loggers(self, metrics: dict[str, Tensor]) -> None:

@@ -1,0 +1,34 @@
+"""Shared test set-up: W&B offline and silent, writing under a temporary folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_isolate(tmp_path, monkeypatch):
+    """Every test starts from the same seed and writes into its own temporary folder."""
+    torch.manual_seed(0)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.chdir(ROOT)
+    yield
+
+
+def quiet_args(tmp_path: Path, *extra: str) -> list[str]:
+    """Command-line flags that keep a test run small: no progress bar, outputs under ``tmp_path``."""
+    return [
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        f"--trainer.default_root_dir={tmp_path}",
+        *extra,
+    ]

@@ -1,0 +1,81 @@
+"""The command line: every config parses and trains a step; mistakes fail before training with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_gan.cli import LitGANCLI, main
+from lit_gan.objectives import GANModule, optimizer_steps
+from tests.conftest import ROOT, quiet_args
+
+EXPERIMENTS = sorted(
+    str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml")
+    if p.parent.name not in ("nets", "data")
+)
+FRAGMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.yaml")
+                   if p.parent.name in ("nets", "data"))
+
+
+def test_every_objective_has_a_ring_and_a_grid_config():
+    ring = {Path(p).name for p in EXPERIMENTS if p.startswith("configs/ring/")}
+    grid = {Path(p).name for p in EXPERIMENTS if p.startswith("configs/grid/")}
+    assert ring == grid and len(ring) >= 8
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS)
+def test_every_config_parses_and_trains_one_generator_iteration(config, tmp_path):
+    cli = main(["--config", config, "--generator_steps=1", "--evaluation.num_samples=200", *quiet_args(tmp_path),
+                "--trainer.logger=false"])
+    assert isinstance(cli.model, GANModule)
+    assert cli.model.generator_step == 1
+    assert cli.trainer.global_step == optimizer_steps(1, cli.model.n_critic)
+    parameters = torch.cat([p.flatten() for p in cli.model.parameters()])
+    assert torch.isfinite(parameters).all()
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS)
+def test_every_fragment_is_used_by_some_config(fragment):
+    name = Path(fragment).name
+    assert any(name in (ROOT / c).read_text() for c in EXPERIMENTS), f"{fragment} is used by no config"
+
+
+def parse_error(capsys, args):
+    with pytest.raises(SystemExit) as exit_info:
+        LitGANCLI(args=args)
+    assert exit_info.value.code != 0
+    return capsys.readouterr().err
+
+
+def test_unknown_key_fails_before_training(capsys):
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.init_args.learning_rate=1e-3"])
+    assert "learning_rate" in err
+
+
+def test_bad_value_type_fails_with_the_key(capsys):
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.init_args.n_critic=five"])
+    assert "n_critic" in err
+
+
+def test_invalid_value_fails_with_key_value_and_what_is_accepted(capsys):
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.init_args.lr_d=-0.001"])
+    assert "model.lr_d=-0.001 is not valid: expected a learning rate > 0" in err
+
+
+def test_unknown_objective_class_fails(capsys):
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.class_path=lit_gan.objectives.NoSuchGAN"])
+    assert "NoSuchGAN" in err
+
+
+def test_max_steps_is_refused_in_favour_of_generator_steps(capsys):
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--trainer.max_steps=100"])
+    assert "generator_steps" in err
+
+
+def test_dotted_overrides_reach_the_model(tmp_path):
+    cli = LitGANCLI(args=["--config", "configs/quickstart.yaml", "--model.init_args.lr_d=3e-4",
+                          "--model.init_args.n_critic=2", "--generator_steps=7", *quiet_args(tmp_path)])
+    assert cli.model.hparams.lr_d == 3e-4 and cli.model.n_critic == 2
+    assert cli.trainer.max_steps == optimizer_steps(7, 2)

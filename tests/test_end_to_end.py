@@ -1,0 +1,73 @@
+"""A short real run through train.py's entry point, read back from the W&B files it leaves on disk."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_gan.callbacks import run_directory
+from lit_gan.cli import evaluation_callback, main
+from lit_gan.wandb_offline import find_run_file, read_run
+from tests.conftest import quiet_args
+
+LOSSES = {"loss/discriminator", "loss/generator", "discriminator/real", "discriminator/fake",
+          "grad_norm/discriminator", "grad_norm/generator", "wasserstein_estimate", "penalty/gradient_penalty"}
+SCORES = {"eval/modes", "eval/high_quality_pct", "eval/reverse_kl"}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("run")
+    cli = main(["--config", "configs/quickstart.yaml", "--generator_steps=40", "--evaluation.every_n_generator_steps=20",
+                "--evaluation.num_samples=500", "--checkpoint.every_n_generator_steps=20",
+                "--trainer.log_every_n_steps=10", *quiet_args(tmp_path)])
+    wandb_dirs = list(Path(tmp_path, "wandb").glob("offline-run-*"))
+    assert len(wandb_dirs) == 1
+    return cli, read_run(find_run_file(wandb_dirs[0])), wandb_dirs[0]
+
+
+def test_history_holds_losses_and_mode_metrics_on_the_generator_clock(finished_run):
+    _, run, _ = finished_run
+    train_rows = [row for row in run["history"] if "loss/discriminator" in row]
+    eval_rows = [row for row in run["history"] if "eval/modes" in row]
+    assert [row["generator_step"] for row in train_rows] == [10, 20, 30, 40]
+    assert all(LOSSES <= row.keys() for row in train_rows)
+    assert [row["generator_step"] for row in eval_rows] == [0, 20, 40]
+    assert all(SCORES <= row.keys() for row in eval_rows)
+    assert all(0 <= row["eval/modes"] <= 25 for row in eval_rows)
+
+
+def test_sample_plots_are_stored_in_the_run(finished_run):
+    _, run, wandb_dir = finished_run
+    images = [row["samples/path"] for row in run["history"] if "samples/path" in row]
+    assert len(images) == 3
+    for image in images:
+        assert (wandb_dir / "files" / image).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_config_and_summary_are_recorded(finished_run):
+    cli, run, _ = finished_run
+    assert run["config"]["model"]["class_path"] == "lit_gan.objectives.WGANGP"
+    assert run["config"]["generator_steps"] == 40
+    assert run["summary"]["generator_step"] == 40
+    assert run["summary"]["eval/modes"] == evaluation_callback(cli.trainer).latest["eval/modes"]
+
+
+def test_run_directory_holds_config_evaluation_and_a_loadable_checkpoint(finished_run):
+    cli, _, _ = finished_run
+    directory = run_directory(cli.trainer)
+    assert (directory / "config.yaml").is_file()
+    history = json.loads((directory / "evaluation.json").read_text())
+    assert [row["generator_step"] for row in history] == [0, 20, 40]
+    checkpoint = torch.load(directory / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["gan_clock"] == {"generator_step": 40, "discriminator_step": 200}
+    restored = copy.deepcopy(cli.model)
+    for parameter in restored.parameters():
+        parameter.data.zero_()
+    restored.load_state_dict(checkpoint["state_dict"])
+    for a, b in zip(restored.parameters(), cli.model.parameters()):
+        assert torch.equal(a, b)

@@ -1,0 +1,63 @@
+"""Mode coverage on constructed samples."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lit_gan.data import GridGaussians, RingGaussians
+
+
+def scores(datamodule, samples):
+    metric = datamodule.evaluation_metric()
+    metric.update(samples)
+    return {k: v.item() for k, v in metric.compute().items()}
+
+
+@pytest.mark.parametrize("datamodule", [RingGaussians(), GridGaussians()])
+def test_true_distribution_covers_every_mode(datamodule):
+    result = scores(datamodule, datamodule.sample(2500, seed=1))
+    num_modes = len(datamodule.centers)
+    assert result["modes"] == num_modes
+    assert result["high_quality_pct"] > 98.0  # 3 sigma in 2D holds 98.9% of the mass
+    assert result["reverse_kl"] < 0.02
+
+
+def test_all_samples_on_one_mode_is_full_collapse():
+    grid = GridGaussians()
+    samples = grid.centers[7].expand(2500, 2) + 0.01 * torch.randn(2500, 2)
+    result = scores(grid, samples)
+    assert result["modes"] == 1
+    assert result["high_quality_pct"] == pytest.approx(100.0)
+    assert result["reverse_kl"] == pytest.approx(math.log(25), rel=1e-6)
+
+
+def test_off_mode_points_are_not_high_quality_and_cover_nothing():
+    ring = RingGaussians()  # std 0.01: the high-quality radius is 0.03
+    samples = torch.cat([ring.centers * 0.5, ring.centers + 0.031 * torch.tensor([1.0, 0.0])])
+    result = scores(ring, samples)
+    assert result["modes"] == 0
+    assert result["high_quality_pct"] == 0.0
+
+
+def test_exact_counts_on_a_hand_made_set():
+    ring = RingGaussians(num_modes=4, std=0.1)  # modes at (1,0), (0,1), (-1,0), (0,-1); radius 0.3
+    samples = torch.tensor([[1.0, 0.0], [1.2, 0.0], [0.0, 1.25], [0.0, 1.5], [-1.0, 0.05], [0.3, 0.3]])
+    result = scores(ring, samples)
+    # nearest modes: 0, 0, 1, 1, 2, and (0.3, 0.3) is equidistant from modes 0 and 1 (the first wins)
+    assert result["modes"] == 3  # (0,-1) has no sample at all
+    assert result["high_quality_pct"] == pytest.approx(100 * 4 / 6)
+    p = torch.tensor([3, 2, 1, 0]) / 6
+    expected_kl = sum(pi * math.log(pi * 4) for pi in p.tolist() if pi > 0)
+    assert result["reverse_kl"] == pytest.approx(expected_kl, rel=1e-5)
+
+
+def test_updates_accumulate_across_batches():
+    grid = GridGaussians()
+    samples = grid.sample(1000, seed=3)
+    metric = grid.evaluation_metric()
+    for chunk in samples.split(100):
+        metric.update(chunk)
+    assert {k: v.item() for k, v in metric.compute().items()} == scores(grid, samples)

@@ -1,0 +1,162 @@
+"""Each objective's losses against its formula, and the alternating schedule."""
+
+from __future__ import annotations
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from lit_gan.data import GridGaussians, RingGaussians
+from lit_gan.nets import MLPDiscriminator, MLPGenerator
+from lit_gan.objectives import (
+    DRAGAN, LSGAN, WGAN, WGANGP, HingeGAN, MinimaxGAN, NonSaturatingGAN, optimizer_steps,
+)
+from lit_gan.penalties import DRAGANPenalty, GradientPenalty
+
+REAL = torch.tensor([2.0, -1.0, 0.5])
+FAKE = torch.tensor([-3.0, 0.0, 1.5])
+sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+
+
+def make(cls, **kwargs):
+    return cls(MLPGenerator(width=16, depth=2), MLPDiscriminator(width=16, depth=2), **kwargs)
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+def by_hand_bce_d(real, fake, real_label=1.0):
+    real_term = [-(real_label * math.log(sigmoid(r)) + (1 - real_label) * math.log(1 - sigmoid(r))) for r in real]
+    return mean(real_term) + mean([-math.log(1 - sigmoid(f)) for f in fake])
+
+
+CASES = {
+    "minimax": (make(MinimaxGAN), by_hand_bce_d(REAL.tolist(), FAKE.tolist()),
+                mean([math.log(1 - sigmoid(f)) for f in FAKE.tolist()])),
+    "nonsaturating": (make(NonSaturatingGAN), by_hand_bce_d(REAL.tolist(), FAKE.tolist()),
+                      mean([-math.log(sigmoid(f)) for f in FAKE.tolist()])),
+    "label_smoothing": (make(NonSaturatingGAN, real_label=0.9), by_hand_bce_d(REAL.tolist(), FAKE.tolist(), 0.9),
+                        mean([-math.log(sigmoid(f)) for f in FAKE.tolist()])),
+    "lsgan": (make(LSGAN), 0.5 * mean([(r - 1) ** 2 for r in REAL.tolist()]) + 0.5 * mean([f**2 for f in FAKE.tolist()]),
+              0.5 * mean([(f - 1) ** 2 for f in FAKE.tolist()])),
+    "wgan": (make(WGAN), mean(FAKE.tolist()) - mean(REAL.tolist()), -mean(FAKE.tolist())),
+    "wgan_gp": (make(WGANGP), mean(FAKE.tolist()) - mean(REAL.tolist()), -mean(FAKE.tolist())),
+    "dragan": (make(DRAGAN), by_hand_bce_d(REAL.tolist(), FAKE.tolist()),
+               mean([-math.log(sigmoid(f)) for f in FAKE.tolist()])),
+    "hinge": (make(HingeGAN), mean([max(0, 1 - r) for r in REAL.tolist()]) + mean([max(0, 1 + f) for f in FAKE.tolist()]),
+              -mean(FAKE.tolist())),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_losses_match_their_formula(name):
+    module, d_expected, g_expected = CASES[name]
+    assert module.discriminator_loss(REAL, FAKE).item() == pytest.approx(d_expected, rel=1e-5)
+    assert module.generator_loss(FAKE).item() == pytest.approx(g_expected, rel=1e-5)
+
+
+def test_minimax_generator_saturates_where_nonsaturating_does_not():
+    """The reason for the non-saturating loss: when D confidently rejects fakes, minimax G gets ~no gradient."""
+    confident = torch.tensor([-10.0], requires_grad=True)
+    minimax = torch.autograd.grad(make(MinimaxGAN).generator_loss(confident), confident)[0]
+    nonsat = torch.autograd.grad(make(NonSaturatingGAN).generator_loss(confident), confident)[0]
+    assert minimax.abs().item() < 1e-4 < 0.5 < nonsat.abs().item()
+
+
+def test_wasserstein_objectives_log_the_estimate():
+    metrics = make(WGANGP).discriminator_metrics(REAL, FAKE)
+    assert metrics["wasserstein_estimate"].item() == pytest.approx(mean(REAL.tolist()) - mean(FAKE.tolist()))
+
+
+def test_penalty_objectives_carry_their_penalty_first():
+    assert isinstance(make(WGANGP, gradient_penalty_weight=5.0).penalties[0], GradientPenalty)
+    assert make(WGANGP, gradient_penalty_weight=5.0).penalties[0].weight == 5.0
+    assert isinstance(make(DRAGAN).penalties[0], DRAGANPenalty)
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"lr_d": 0.0}, "model.lr_d"), ({"lr_g": -1e-4}, "model.lr_g"), ({"n_critic": 0}, "model.n_critic"),
+    ({"betas_d": (0.5, 1.0)}, "model.betas_d"), ({"betas_g": (-0.1, 0.9)}, "model.betas_g"),
+])
+def test_bad_hyperparameters_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        make(NonSaturatingGAN, **kwargs)
+
+
+def test_wgan_rejects_non_positive_clip_value():
+    with pytest.raises(ValueError, match="model.clip_value=0"):
+        make(WGAN, clip_value=0)
+
+
+class StepRecorder(pl.Callback):
+    """Snapshots G and D parameters around every optimizer step."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        which = "D" if optimizer is trainer.optimizers[0] else "G"
+        self.events.append((which, snapshot(pl_module.generator), snapshot(pl_module.discriminator)))
+
+
+def snapshot(module):
+    return torch.cat([p.detach().flatten().clone() for p in module.parameters()])
+
+
+def fit(module, datamodule, generator_steps, callbacks=()):
+    trainer = pl.Trainer(
+        max_steps=optimizer_steps(generator_steps, module.n_critic), logger=False, enable_progress_bar=False,
+        enable_checkpointing=False, enable_model_summary=False, callbacks=list(callbacks),
+    )
+    trainer.fit(module, datamodule)
+    return trainer
+
+
+@pytest.mark.parametrize("n_critic", [1, 3])
+def test_n_critic_schedule_and_frozen_parameters(n_critic):
+    pl.seed_everything(0)
+    module = make(NonSaturatingGAN, n_critic=n_critic)
+    recorder = StepRecorder()
+    trainer = fit(module, RingGaussians(), generator_steps=4, callbacks=[recorder])
+    order = "".join(e[0] for e in recorder.events)
+    assert order == ("D" * n_critic + "G") * 4
+    assert module.generator_step == 4 and module.discriminator_step == 4 * n_critic
+    assert trainer.global_step == optimizer_steps(4, n_critic)
+    # Snapshots are taken before each step, so event i+1 holds the parameters after step i.
+    events = recorder.events + [("end", snapshot(module.generator), snapshot(module.discriminator))]
+    for (which, g_before, d_before), (_, g_after, d_after) in zip(events, events[1:]):
+        if which == "D":
+            assert torch.equal(g_before, g_after), "G changed during a D step"
+            assert not torch.equal(d_before, d_after), "D did not change during its own step"
+        else:
+            assert torch.equal(d_before, d_after), "D changed during a G step"
+            assert not torch.equal(g_before, g_after), "G did not change during its own step"
+
+
+def test_wgan_clipping_bounds_every_critic_weight():
+    pl.seed_everything(0)
+    module = make(WGAN, clip_value=0.02, lr_d=0.5)  # a huge step that would leave the box without clipping
+    fit(module, GridGaussians(), generator_steps=2)
+    weights = torch.cat([p.detach().flatten() for p in module.discriminator.parameters()])
+    assert weights.abs().max().item() <= 0.02
+    assert weights.abs().max().item() == pytest.approx(0.02)  # the bound is active, not vacuous
+
+
+def test_spectral_norm_keeps_largest_singular_value_near_one():
+    pl.seed_everything(0)
+    module = HingeGAN(MLPGenerator(width=32, depth=2), MLPDiscriminator(width=32, depth=3, spectral_norm=True),
+                      lr_d=2e-4)  # the SNGAN learning rate; one power iteration per forward keeps up with it
+    fit(module, GridGaussians(), generator_steps=30)
+    module.discriminator.eval()  # read the normalised weight without another power iteration
+    linears = [m for m in module.discriminator.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 4
+    raw_sigmas = []
+    for layer in linears:
+        sigma = torch.linalg.matrix_norm(layer.weight.detach(), ord=2).item()
+        raw_sigmas.append(torch.linalg.matrix_norm(layer.parametrizations.weight.original.detach(), ord=2).item())
+        assert sigma == pytest.approx(1.0, abs=0.02), f"normalised sigma {sigma}"
+    # Without the normalisation the layers would be far from 1: the check above is not vacuous.
+    assert max(abs(raw - 1.0) for raw in raw_sigmas) > 0.5, raw_sigmas

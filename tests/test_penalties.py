@@ -1,0 +1,76 @@
+"""Gradient penalties against closed forms on discriminators with known input gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lit_gan.penalties import DRAGANPenalty, GradientPenalty, R1Penalty
+
+
+class Linear(nn.Module):
+    """D(x) = w . x: its input gradient is w everywhere."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(w))
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w
+
+
+class HalfSquare(nn.Module):
+    """D(x) = ||x||^2 / 2: its input gradient is x."""
+
+    def forward(self, x):
+        return 0.5 * (x.flatten(1) ** 2).sum(1)
+
+
+REAL = torch.tensor([[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]])
+FAKE = torch.tensor([[-1.0, 1.0], [2.0, 2.0], [0.5, -0.5]])
+
+
+@pytest.mark.parametrize("penalty", [GradientPenalty(weight=10.0), DRAGANPenalty(weight=10.0)])
+def test_two_sided_penalties_on_a_linear_critic(penalty):
+    """||grad|| = ||w|| = 5 at every point, so both equal 10 * (5 - 1)^2 wherever they sample."""
+    value = penalty(Linear([3.0, 4.0]), REAL, FAKE)
+    assert value.item() == pytest.approx(10.0 * (5.0 - 1.0) ** 2)
+
+
+def test_gradient_penalty_on_a_quadratic_critic():
+    """With real == fake every interpolate is that point, so the penalty is exact: mean (||x|| - 1)^2."""
+    expected = ((REAL.norm(dim=1) - 1) ** 2).mean().item()
+    assert GradientPenalty(weight=1.0)(HalfSquare(), REAL, REAL).item() == pytest.approx(expected)
+
+
+def test_gradient_penalty_interpolates_between_real_and_fake():
+    """On ||x||^2/2 the penalty depends on where x_hat lies; it must lie on the real-fake segments."""
+    torch.manual_seed(0)
+    alpha = torch.rand(3, 1)
+    torch.manual_seed(0)
+    value = GradientPenalty(weight=1.0)(HalfSquare(), REAL, FAKE)
+    x_hat = alpha * REAL + (1 - alpha) * FAKE
+    assert value.item() == pytest.approx(((x_hat.norm(dim=1) - 1) ** 2).mean().item())
+
+
+def test_r1_penalty_is_half_gamma_times_squared_gradient_norm_on_real_data():
+    assert R1Penalty(weight=2.0)(Linear([3.0, 4.0]), REAL, FAKE).item() == pytest.approx(0.5 * 2.0 * 25.0)
+    expected = 0.5 * 4.0 * (REAL.norm(dim=1) ** 2).mean().item()
+    assert R1Penalty(weight=4.0)(HalfSquare(), REAL, FAKE).item() == pytest.approx(expected)
+
+
+def test_penalty_gradient_reaches_the_critic_parameters():
+    """The penalty is built with create_graph=True, so D's optimiser sees it: d/dw 10 (||w|| - 1)^2."""
+    critic = Linear([3.0, 4.0])
+    GradientPenalty(weight=10.0)(critic, REAL, FAKE).backward()
+    w = critic.w.detach()
+    expected = 10.0 * 2 * (w.norm() - 1) * w / w.norm()
+    assert torch.allclose(critic.w.grad, expected)
+
+
+@pytest.mark.parametrize("make", [lambda: GradientPenalty(weight=-1.0), lambda: R1Penalty(weight=-0.5),
+                                  lambda: DRAGANPenalty(perturbation=0.0)])
+def test_invalid_penalty_settings_are_refused(make):
+    with pytest.raises(ValueError, match="expected"):
+        make()

@@ -15,7 +15,7 @@ from lit_gan.wandb_offline import find_run_file, read_run
 from tests.conftest import quiet_args
 
 LOSSES = {"loss/discriminator", "loss/generator", "discriminator/real", "discriminator/fake",
-          "grad_norm/discriminator", "grad_norm/generator", "wasserstein_estimate", "penalty/gradient_penalty"}
+          "grad_norm/discriminator", "grad_norm/generator", "penalty/r1_penalty"}
 SCORES = {"eval/modes", "eval/high_quality_pct", "eval/reverse_kl"}
 
 
@@ -51,7 +51,7 @@ def test_sample_plots_are_stored_in_the_run(finished_run):
 
 def test_config_and_summary_are_recorded(finished_run):
     cli, run, _ = finished_run
-    assert run["config"]["model"]["class_path"] == "lit_gan.objectives.WGANGP"
+    assert run["config"]["model"]["class_path"] == "lit_gan.objectives.NonSaturatingGAN"
     assert run["config"]["generator_steps"] == 40
     assert run["summary"]["generator_step"] == 40
     assert run["summary"]["eval/modes"] == evaluation_callback(cli.trainer).latest["eval/modes"]
@@ -63,8 +63,10 @@ def test_run_directory_holds_config_evaluation_and_a_loadable_checkpoint(finishe
     assert (directory / "config.yaml").is_file()
     history = json.loads((directory / "evaluation.json").read_text())
     assert [row["generator_step"] for row in history] == [0, 20, 40]
+    names = sorted(p.name for p in (directory / "checkpoints").iterdir())
+    assert names == ["generator_step=0000020.ckpt", "generator_step=0000040.ckpt", "last.ckpt"]  # no .tmp left
     checkpoint = torch.load(directory / "checkpoints" / "last.ckpt", weights_only=False)
-    assert checkpoint["gan_clock"] == {"generator_step": 40, "discriminator_step": 200}
+    assert checkpoint["gan_clock"] == {"generator_step": 40, "discriminator_step": 40}
     restored = copy.deepcopy(cli.model)
     for parameter in restored.parameters():
         parameter.data.zero_()

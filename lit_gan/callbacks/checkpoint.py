@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -45,12 +46,13 @@ class GeneratorCheckpoint(Callback):
         directory = self.directory(trainer)
         step = pl_module.generator_step
         self.last_saved_step = step
-        names = ["last.ckpt"] + ([f"generator_step={step:07d}.ckpt"] if numbered and self.keep else [])
-        for name in names:
-            self._atomic_save(trainer, directory / name)
-        if trainer.is_global_zero and self.keep:
-            numbered_files = sorted(directory.glob("generator_step=*.ckpt"))
-            for old in numbered_files[: -self.keep]:
+        self._atomic_save(trainer, directory / "last.ckpt")
+        if numbered and self.keep and trainer.is_global_zero:
+            numbered_path = directory / f"generator_step={step:07d}.ckpt"
+            temporary = numbered_path.with_name(f".{numbered_path.name}.tmp")
+            shutil.copyfile(directory / "last.ckpt", temporary)
+            os.replace(temporary, numbered_path)
+            for old in sorted(directory.glob("generator_step=*.ckpt"))[: -self.keep]:
                 old.unlink()
 
     @staticmethod

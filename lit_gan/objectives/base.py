@@ -139,7 +139,8 @@ class GANModule(pl.LightningModule):
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
         opt_d, opt_g = self.optimizers()
         # Metrics cost extra kernels, so they are gathered only in iterations that get logged.
-        measure = (self.generator_step + 1) % self.trainer.log_every_n_steps == 0
+        every = self.trainer.log_every_n_steps
+        measure = every > 0 and (self.generator_step + 1) % every == 0
         metrics = self.update_discriminator(real, opt_d, measure)
         self.discriminator_step += 1
         if self.discriminator_step % self.n_critic == 0:

@@ -15,6 +15,19 @@ os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_cache(tmp_path_factory):
+    """One cache (digit classifier, real statistics) per test session, never the user's own."""
+    directory = tmp_path_factory.mktemp("lit_gan_cache")
+    previous = os.environ.get("LIT_GAN_CACHE")
+    os.environ["LIT_GAN_CACHE"] = str(directory)
+    yield directory
+    if previous is None:
+        os.environ.pop("LIT_GAN_CACHE", None)
+    else:
+        os.environ["LIT_GAN_CACHE"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_isolate(tmp_path, monkeypatch):
     """Every test starts from the same seed and writes into its own temporary folder."""

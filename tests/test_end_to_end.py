@@ -73,3 +73,20 @@ def test_run_directory_holds_config_evaluation_and_a_loadable_checkpoint(finishe
     restored.load_state_dict(checkpoint["state_dict"])
     for a, b in zip(restored.parameters(), cli.model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_short_digits_run_leaves_sample_grids_and_metric_history(tmp_path):
+    cli = main(["--config", "configs/digits/nonsaturating_dcgan.yaml", "--generator_steps=10",
+                "--evaluation.every_n_generator_steps=5", "--evaluation.num_samples=200",
+                "--trainer.log_every_n_steps=5", *quiet_args(tmp_path)])
+    run_dir = next(Path(tmp_path, "wandb").glob("offline-run-*"))
+    history = read_run(find_run_file(run_dir))["history"]
+    eval_rows = [row for row in history if "eval/frechet_distance" in row]
+    assert [row["generator_step"] for row in eval_rows] == [0, 5, 10]
+    assert eval_rows[-1]["eval/frechet_distance"] < eval_rows[0]["eval/frechet_distance"]  # G already learns
+    assert [row["generator_step"] for row in history if "loss/generator" in row] == [5, 10]
+    for row in eval_rows:
+        picture = run_dir / "files" / row["samples/path"]
+        assert picture.read_bytes()[:4] == b"\x89PNG"
+        assert (row["samples/width"], row["samples/height"]) == (137, 137)  # 8 x 8 grid of 16 px + padding
+    assert cli.model.generator_step == 10

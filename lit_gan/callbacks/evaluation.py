@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from lit_gan.callbacks.output import log_image, run_directory
-from lit_gan.callbacks.samples import scatter_over_modes
+from lit_gan.callbacks.samples import image_grid, scatter_over_modes
 from lit_gan.errors import ConfigError, require
 
 
@@ -82,12 +82,16 @@ class Evaluation(Callback):
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "evaluation.json").write_text(json.dumps(self.history, indent=1))
         step = row["generator_step"]
+        path = None
         if self.plot and samples.dim() == 2 and samples.shape[1] == 2:
             title = f"{type(pl_module).__name__}, generator iteration {step}\n" + ", ".join(
                 f"{k.removeprefix('eval/')} {v:.3g}" for k, v in row.items() if k != "generator_step"
             )
             path = scatter_over_modes(samples, self.centers, directory / "samples" / f"{step:07d}.png", title)
-            log_image(trainer, "samples", path, row, step)
-        else:
+        elif self.plot and samples.dim() == 4:
+            path = image_grid(samples, directory / "samples" / f"{step:07d}.png")
+        if path is None:
             for logger in trainer.loggers:
                 logger.log_metrics(row, step=step)
+        else:
+            log_image(trainer, "samples", path, row, step)

@@ -29,3 +29,13 @@ def scatter_over_modes(samples: Tensor, centers: Tensor | None, path: Path, titl
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def image_grid(samples: Tensor, path: Path, count: int = 64) -> Path:
+    """The first ``count`` images (values in [-1, 1]) as one PNG grid, 8 per row."""
+    from torchvision.utils import save_image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = samples[:count].detach().float().cpu()
+    save_image(images, path, nrow=8, normalize=True, value_range=(-1, 1), padding=1)
+    return path

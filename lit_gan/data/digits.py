@@ -1,0 +1,123 @@
+"""scikit-learn's handwritten digits (shipped with scikit-learn, no download) and their stacked 1000-mode version."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from lit_gan.errors import require
+
+
+def load_digits_tensors(resolution: int = 8) -> tuple[Tensor, Tensor]:
+    """All 1,797 digits as ``(N, 1, resolution, resolution)`` floats in [-1, 1], and their labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0  # pixels are 0..16
+    if resolution != 8:
+        images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False)
+    return images.clamp(-1, 1), torch.as_tensor(digits.target)
+
+
+def split(n: int, held_out: float, seed: int) -> tuple[Tensor, Tensor]:
+    """A seeded train / held-out split of ``range(n)``."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = n - int(round(held_out * n))
+    return order[:cut], order[cut:]
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Shared loader settings for the image datamodules: shuffled, full batches only."""
+
+    def __init__(self, batch_size: int, num_workers: int, seed: int):
+        super().__init__()
+        require(batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
+        require(num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.train_dataset()
+        require(len(dataset) >= self.batch_size, "data.batch_size", self.batch_size,
+                f"at most the {len(dataset)} images of {type(self).__name__}")
+        # Full batches only: batch norm and the per-batch losses assume a constant batch size.
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+
+class Digits(ImageDataModule):
+    """The 1,797 8x8 handwritten digits of scikit-learn, one channel, scaled to [-1, 1].
+
+    ``resolution`` resizes them (bilinear) for networks that need e.g. 16 or 32
+    px. Scored by a Fréchet distance on the features of the shipped digit
+    classifier (:mod:`lit_gan.metrics.digits`).
+    """
+
+    def __init__(self, batch_size: int = 64, resolution: int = 8, num_workers: int = 0, seed: int = 0):
+        super().__init__(batch_size, num_workers, seed)
+        require(resolution >= 8, "data.resolution", resolution, "an image size >= 8")
+        self.resolution = resolution
+        self.images, self.labels = load_digits_tensors(resolution)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (1, self.resolution, self.resolution)
+
+    def train_dataset(self) -> Dataset:
+        return TensorDataset(self.images)
+
+    def evaluation_metric(self):
+        from lit_gan.metrics.digits import DigitFrechetDistance
+
+        return DigitFrechetDistance(self.images)
+
+
+class StackedDigitsDataset(Dataset):
+    """``size`` images, each three digits stacked as colour channels; the triple of labels is its mode."""
+
+    def __init__(self, images: Tensor, labels: Tensor, size: int, seed: int):
+        self.images, self.labels = images, labels
+        self.index = torch.randint(len(images), (size, 3), generator=torch.Generator().manual_seed(seed))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        chosen = self.index[i]
+        return self.images[chosen].squeeze(1), self.labels[chosen]
+
+
+class StackedDigits(ImageDataModule):
+    """Stacked digits: 1000 modes, the offline counterpart of Stacked MNIST (Metz et al. 2017; PacGAN Table 2).
+
+    Each image stacks three random digits as its R, G and B channels, so there
+    are 10^3 = 1000 modes. Scored by counting the distinct class triples that
+    the digit classifier sees among the samples, KL(p_gen || uniform) over the
+    1000 triples, and a Fréchet distance on classifier features.
+    """
+
+    def __init__(self, batch_size: int = 64, resolution: int = 8, size: int = 60000, num_workers: int = 0,
+                 seed: int = 0):
+        super().__init__(batch_size, num_workers, seed)
+        require(resolution >= 8, "data.resolution", resolution, "an image size >= 8")
+        require(size >= 1, "data.size", size, "an integer >= 1")
+        self.resolution, self.size = resolution, size
+        self.images, self.labels = load_digits_tensors(resolution)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (3, self.resolution, self.resolution)
+
+    def train_dataset(self) -> Dataset:
+        return StackedDigitsDataset(self.images, self.labels, self.size, self.seed)
+
+    def evaluation_metric(self):
+        from lit_gan.metrics.digits import StackedDigitModes
+
+        return StackedDigitModes(StackedDigitsDataset(self.images, self.labels, 2000, self.seed + 1))

@@ -1,0 +1,82 @@
+"""Shipped digits, stacked digits, the digit classifier and the metrics built on it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lit_gan.data import Digits, StackedDigits
+from lit_gan.data.digits import StackedDigitsDataset, load_digits_tensors
+from lit_gan.metrics.digits import load_digit_classifier
+
+
+def test_digits_are_scaled_to_minus_one_one_and_resized():
+    images, labels = load_digits_tensors()
+    assert images.shape == (1797, 1, 8, 8) and labels.shape == (1797,)
+    assert images.min() == -1.0 and images.max() == 1.0  # pixel values 0..16 map onto [-1, 1]
+    resized, _ = load_digits_tensors(16)
+    assert resized.shape == (1797, 1, 16, 16) and -1 <= resized.min() < resized.max() <= 1
+    assert Digits(resolution=16).sample_shape == (1, 16, 16)
+
+
+def test_stacked_digits_stack_three_digits_whose_labels_are_the_mode():
+    images, labels = load_digits_tensors()
+    dataset = StackedDigitsDataset(images, labels, size=10, seed=0)
+    image, triple = dataset[3]
+    assert image.shape == (3, 8, 8) and triple.shape == (3,)
+    for channel in range(3):
+        matches = [i for i in range(len(images)) if torch.equal(images[i, 0], image[channel])]
+        assert any(labels[i] == triple[channel] for i in matches)
+
+
+def test_classifier_is_accurate_on_held_out_digits_and_cached(_shared_cache):
+    load_digit_classifier()
+    cached = torch.load(_shared_cache / "digit_classifier_v1.pt", weights_only=True)
+    assert cached["held_out_accuracy"] >= 0.95
+
+
+def all_triples(resolution=8):
+    """One stacked image for every one of the 1000 class triples, from real digits."""
+    images, labels = load_digits_tensors(resolution)
+    classifier = load_digit_classifier()
+    with torch.no_grad():
+        correct = classifier(images).argmax(1) == labels
+    exemplar = [images[(labels == d) & correct][0] for d in range(10)]
+    return torch.stack([torch.cat([exemplar[a], exemplar[b], exemplar[c]])
+                        for a in range(10) for b in range(10) for c in range(10)])
+
+
+def test_stacked_mode_count_covers_all_1000_triples():
+    metric = StackedDigits().evaluation_metric()
+    metric.update(all_triples())
+    result = {k: v.item() for k, v in metric.compute().items()}
+    assert result["modes"] == 1000
+    assert result["reverse_kl"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_stacked_mode_count_of_a_single_repeated_triple():
+    metric = StackedDigits().evaluation_metric()
+    metric.update(all_triples()[123].expand(500, 3, 8, 8))
+    result = {k: v.item() for k, v in metric.compute().items()}
+    assert result["modes"] == 1
+    assert result["reverse_kl"] == pytest.approx(math.log(1000), rel=1e-6)
+    assert metric.counts[123] == 500  # the right triple: 1, 2, 3
+
+
+def test_frechet_distance_is_small_for_real_digits_and_grows_with_a_shift():
+    digits = Digits()
+    metric = digits.evaluation_metric()
+    distances = []
+    for shift in (0.0, 0.5, 1.0):
+        metric.reset()
+        metric.update((digits.images + shift).clamp(-1, 1))
+        distances.append(metric.compute()["frechet_distance"].item())
+    assert distances[0] == pytest.approx(0.0, abs=1e-2)
+    assert distances[0] < distances[1] < distances[2]
+
+
+def test_batch_larger_than_the_dataset_is_refused():
+    with pytest.raises(ValueError, match="data.batch_size=5000 is not valid"):
+        Digits(batch_size=5000).train_dataloader()

@@ -7,12 +7,17 @@ Each run is a separate ``train.py`` process (its own W&B run under
 ``--runs_dir``); ``--jobs`` runs that many at once with one torch thread each.
 Writes ``runs.csv`` (one row per run), ``table.md`` (one row per config) and
 ``samples.png`` (the final samples of every run) into ``--out``.
+
+Resumable: ``runs.csv`` is rewritten as each run finishes, and a rerun skips
+every cell (config, seed, length) already there whose config files (the YAML
+and the fragments it includes) have not changed since.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import re
@@ -22,7 +27,51 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 SCORES = ("eval/modes", "eval/high_quality_pct", "eval/reverse_kl")
+NUMBERS = ("seed", "generator_steps", "modes", "high_quality_pct", "reverse_kl", "seconds")
+
+
+def config_fingerprint(config: Path) -> str:
+    """SHA-256 (12 hex digits) of a config's content, with the YAML fragments it includes by relative path.
+
+    Parsed content, not text: editing a comment does not invalidate finished runs.
+    """
+
+    def resolve(value, directory: Path):
+        if isinstance(value, dict):
+            return {k: resolve(v, directory) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v, directory) for v in value]
+        if isinstance(value, str) and value.endswith((".yaml", ".yml")) and (directory / value).is_file():
+            return load(directory / value)
+        return value
+
+    def load(path: Path):
+        return resolve(yaml.safe_load(path.read_text()), path.parent)
+
+    return hashlib.sha256(json.dumps(load(config), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cell_key(row: dict) -> tuple:
+    return (str(row["config"]), int(row["seed"]), int(row["generator_steps"]), row["fingerprint"])
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [{k: (float(v) if k in NUMBERS else v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
 
 
 def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threads: int) -> dict:
@@ -41,22 +90,20 @@ def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threa
     final = json.loads((run_dir / "evaluation.json").read_text())[-1]
     return {
         "config": str(config), "seed": seed, "generator_steps": final["generator_step"],
+        "fingerprint": config_fingerprint(config),
         **{k.removeprefix("eval/"): final[k] for k in SCORES if k in final},
         "seconds": round(seconds, 1), "run_dir": str(run_dir),
     }
 
 
 def write_outputs(rows: list[dict], out: Path) -> None:
-    with open(out / "runs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "runs.csv")
     lines = ["| config | seeds | generator iterations | modes | high-quality % | reverse KL | seconds per run |",
              "|---|---|---|---|---|---|---|"]
     for config in dict.fromkeys(r["config"] for r in rows):
         group = [r for r in rows if r["config"] == config]
         mean = lambda key: sum(r[key] for r in group) / len(group)  # noqa: E731
-        lines.append(f"| `{config}` | {len(group)} | {group[0]['generator_steps']} | {mean('modes'):.1f} | "
+        lines.append(f"| `{config}` | {len(group)} | {group[0]['generator_steps']:.0f} | {mean('modes'):.1f} | "
                      f"{mean('high_quality_pct'):.1f} | {mean('reverse_kl'):.3f} | {mean('seconds'):.0f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot_final_samples(rows, out / "samples.png")
@@ -97,12 +144,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     cells = [(config, seed) for config in args.configs for seed in args.seeds]
+    keys = [(str(c), s, args.generator_steps, config_fingerprint(c)) for c, s in cells]
+    finished = {cell_key(row): row for row in read_rows(args.out / "runs.csv")}
+    results = {key: finished[key] for key in keys if key in finished}
+    if results:
+        print(f"Skipping {len(results)} finished run(s) found in {args.out / 'runs.csv'}")
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, c, s, args.generator_steps, args.runs_dir, threads) for c, s in cells]
-        rows = []
-        for (config, seed), future in zip(cells, futures):
-            rows.append(future.result())
-            print(f"{config} seed {seed}: {rows[-1]}", flush=True)
+        futures = {key: pool.submit(run_one, c, s, args.generator_steps, args.runs_dir, threads)
+                   for key, (c, s) in zip(keys, cells) if key not in results}
+        for key, future in futures.items():
+            results[key] = future.result()
+            print(f"{key[0]} seed {key[1]}: {results[key]}", flush=True)
+            write_csv([results[k] for k in keys if k in results], args.out / "runs.csv")
+    rows = [results[key] for key in keys]
     write_outputs(rows, args.out)
     print(f"Wrote {args.out / 'runs.csv'}, {args.out / 'table.md'}, {args.out / 'samples.png'}")
     return rows

@@ -78,7 +78,7 @@ def test_run_directory_holds_config_evaluation_and_a_loadable_checkpoint(finishe
 def test_a_short_digits_run_leaves_sample_grids_and_metric_history(tmp_path):
     cli = main(["--config", "configs/digits/nonsaturating_dcgan.yaml", "--generator_steps=10",
                 "--evaluation.every_n_generator_steps=5", "--evaluation.num_samples=200",
-                "--trainer.log_every_n_steps=5", *quiet_args(tmp_path)])
+                "--trainer.log_every_n_steps=5", "--checkpoint.monitor=eval/frechet_distance", *quiet_args(tmp_path)])
     run_dir = next(Path(tmp_path, "wandb").glob("offline-run-*"))
     history = read_run(find_run_file(run_dir))["history"]
     eval_rows = [row for row in history if "eval/frechet_distance" in row]
@@ -90,3 +90,6 @@ def test_a_short_digits_run_leaves_sample_grids_and_metric_history(tmp_path):
         assert picture.read_bytes()[:4] == b"\x89PNG"
         assert (row["samples/width"], row["samples/height"]) == (137, 137)  # 8 x 8 grid of 16 px + padding
     assert cli.model.generator_step == 10
+    best = min(eval_rows, key=lambda row: row["eval/frechet_distance"])
+    checkpoint = torch.load(run_directory(cli.trainer) / "checkpoints" / "best.ckpt", weights_only=False)
+    assert checkpoint["gan_clock"]["generator_step"] == best["generator_step"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
+from typing import Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
+from lit_gan.callbacks.evaluation import Evaluation
 from lit_gan.callbacks.output import run_directory
 from lit_gan.errors import require
 
@@ -19,15 +22,20 @@ class GeneratorCheckpoint(Callback):
     Each file is written under a temporary name and renamed into place, so a
     crash mid-write never leaves a truncated file under a final name. Only the
     newest ``keep`` numbered checkpoints are kept (``last.ckpt`` always is).
+    With ``monitor`` (an evaluation score such as ``eval/fid``), ``best.ckpt``
+    holds the generator with the best score so far (``mode``: min or max).
     """
 
-    def __init__(self, every_n_generator_steps: int = 1000, keep: int = 2, dirpath: str | None = None):
+    def __init__(self, every_n_generator_steps: int = 1000, keep: int = 2, dirpath: str | None = None,
+                 monitor: str | None = None, mode: Literal["min", "max"] = "min"):
         require(every_n_generator_steps >= 1, "checkpoint.every_n_generator_steps", every_n_generator_steps,
                 "an integer >= 1")
         require(keep >= 0, "checkpoint.keep", keep, "an integer >= 0")
         self.every_n_generator_steps = every_n_generator_steps
         self.keep = keep
         self.dirpath = dirpath
+        self.monitor, self.mode = monitor, mode
+        self.best_score: float | None = None
         self.last_saved_step: int | None = None
 
     def directory(self, trainer: pl.Trainer) -> Path:
@@ -37,10 +45,32 @@ class GeneratorCheckpoint(Callback):
         step = pl_module.generator_step
         if step > 0 and step % self.every_n_generator_steps == 0 and step != self.last_saved_step:
             self.save(trainer, pl_module, numbered=True)
+        self.save_if_best(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if pl_module.generator_step != self.last_saved_step:
             self.save(trainer, pl_module, numbered=False)
+        self.save_if_best(trainer, pl_module)
+
+    def save_if_best(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """After an evaluation at this very iteration, keep ``best.ckpt`` if the monitored score improved."""
+        if self.monitor is None:
+            return
+        evaluation = next((c for c in trainer.callbacks if isinstance(c, Evaluation)), None)
+        latest = evaluation.latest if evaluation is not None else {}
+        if latest.get("generator_step") != pl_module.generator_step or self.monitor not in latest:
+            return
+        score = latest[self.monitor]
+        better = self.best_score is None or (score < self.best_score if self.mode == "min" else score > self.best_score)
+        if better and math.isfinite(score):
+            self.best_score = score
+            self._atomic_save(trainer, self.directory(trainer) / "best.ckpt")
+
+    def state_dict(self) -> dict:
+        return {"best_score": self.best_score}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.best_score = state_dict.get("best_score")
 
     def save(self, trainer: pl.Trainer, pl_module: pl.LightningModule, numbered: bool) -> None:
         directory = self.directory(trainer)

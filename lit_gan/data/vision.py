@@ -1,0 +1,158 @@
+"""Real image datasets: MNIST, Fashion-MNIST, CIFAR-10 and CelebA through torchvision, and any folder of images."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from lit_gan.data.digits import ImageDataModule
+from lit_gan.errors import ConfigError, require
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+# name -> (torchvision class, channels, native size, centre crop before resizing)
+TORCHVISION = {
+    "mnist": ("MNIST", 1, 28, None),
+    "fashion_mnist": ("FashionMNIST", 1, 28, None),
+    "cifar10": ("CIFAR10", 3, 32, None),
+    "celeba": ("CelebA", 3, 64, 140),  # the usual 64 px face crop: centre 140 px of the 178 x 218 images
+}
+
+
+def image_transform(resolution: int, channels: int, crop: Optional[int] = None):
+    """PIL image -> float tensor in [-1, 1] with ``channels`` channels, centre-cropped and resized."""
+    from torchvision import transforms
+
+    steps = [transforms.Grayscale(1) if channels == 1 else transforms.Lambda(lambda im: im.convert("RGB"))]
+    if crop:
+        steps.append(transforms.CenterCrop(crop))
+    steps += [transforms.Resize(resolution, antialias=True), transforms.CenterCrop(resolution),
+              transforms.ToTensor(), transforms.Normalize([0.5] * channels, [0.5] * channels)]
+    return transforms.Compose(steps)
+
+
+class FirstItem(Dataset):
+    """Drops the labels of a labelled dataset: a GAN trains on images only."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.dataset[i][0]
+
+
+class TorchvisionImages(ImageDataModule):
+    """MNIST, Fashion-MNIST, CIFAR-10 or CelebA from ``root`` (torchvision's layout), scaled to [-1, 1].
+
+    ``download: true`` fetches missing files; without it (clusters without
+    internet) a missing dataset stops the run before training with the
+    folder that was searched and how to provide it.
+    """
+
+    def __init__(self, name: Literal["mnist", "fashion_mnist", "cifar10", "celeba"] = "cifar10", root: str = "data",
+                 split: Literal["train", "test"] = "train", resolution: Optional[int] = None, download: bool = False,
+                 batch_size: int = 64, num_workers: int = 4, seed: int = 0,
+                 inception_weights: Optional[str] = None):
+        super().__init__(batch_size, num_workers, seed)
+        require(name in TORCHVISION, "data.name", name, f"one of {sorted(TORCHVISION)}")
+        self.name, self.root, self.split, self.download = name, root, split, download
+        class_name, self.channels, native, self.crop = TORCHVISION[name]
+        self.resolution = resolution or native
+        self.inception_weights = inception_weights
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.channels, self.resolution, self.resolution)
+
+    def prepare_data(self) -> None:
+        self._load()  # on one process: downloads if allowed, or fails early with the clear message
+
+    def _load(self) -> Dataset:
+        import torchvision
+
+        cls = getattr(torchvision.datasets, TORCHVISION[self.name][0])
+        transform = image_transform(self.resolution, self.channels, self.crop)
+        split = {"split": self.split} if self.name == "celeba" else {"train": self.split == "train"}
+        try:
+            return cls(self.root, download=self.download, transform=transform, **split)
+        except (RuntimeError, FileNotFoundError) as error:
+            where = Path(self.root).resolve()
+            raise ConfigError(
+                f"data.root={self.root!r} is not valid: expected the {self.name} files in {where} "
+                f"(torchvision's layout; torchvision said: {error}). Set data.download=true on a machine with "
+                f"internet access, or copy the dataset there and point data.root at it"
+            ) from None
+
+    def train_dataset(self) -> Dataset:
+        return FirstItem(self._load())
+
+    def evaluation_metric(self):
+        from lit_gan.metrics.fidelity import FidelityMetrics
+
+        return FidelityMetrics(self.train_dataset(), cache_name=f"{self.name}-{self.split}-{self.resolution}px",
+                               weights_path=self.inception_weights)
+
+
+def find_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+class FolderDataset(Dataset):
+    """Every image file under a folder (sub-folders included), as ``channels`` x resolution x resolution."""
+
+    def __init__(self, files: list[Path], transform):
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Tensor:
+        from PIL import Image
+
+        with Image.open(self.files[i]) as image:
+            return self.transform(image)
+
+
+class ImageFolder(ImageDataModule):
+    """Any folder of images (png, jpg, ...; sub-folders included, class folders not needed).
+
+    Grayscale, RGBA and RGB files can be mixed: each is converted to
+    ``channels`` channels, centre-cropped to a square and resized to ``resolution``.
+    """
+
+    def __init__(self, root: str, resolution: int = 64, channels: Literal[1, 3] = 3, batch_size: int = 64,
+                 num_workers: int = 4, seed: int = 0, inception_weights: Optional[str] = None):
+        super().__init__(batch_size, num_workers, seed)
+        self.root, self.resolution, self.channels = Path(root), resolution, channels
+        self.inception_weights = inception_weights
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.channels, self.resolution, self.resolution)
+
+    def files(self) -> list[Path]:
+        require(self.root.is_dir(), "data.root", str(self.root), "an existing folder of images")
+        files = find_images(self.root)
+        require(len(files) > 0, "data.root", str(self.root),
+                f"a folder containing image files ({', '.join(IMAGE_SUFFIXES)}); it has none")
+        return files
+
+    def train_dataset(self) -> Dataset:
+        return FolderDataset(self.files(), image_transform(self.resolution, self.channels))
+
+    def evaluation_metric(self):
+        from lit_gan.metrics.fidelity import FidelityMetrics
+
+        files = self.files()
+        listing = "\n".join(f"{f.resolve()}|{f.stat().st_size}|{f.stat().st_mtime_ns}" for f in files)
+        name = "folder-" + hashlib.sha256(listing.encode()).hexdigest()[:12]  # changes when the folder does
+        return FidelityMetrics(self.train_dataset(), cache_name=f"{name}-{self.resolution}px",
+                               weights_path=self.inception_weights)

@@ -1,0 +1,100 @@
+"""FID, KID, Inception Score and precision/recall, computed by torch-fidelity.
+
+Nothing here re-implements a metric: generated images are gathered (across
+DDP ranks, as a torchmetrics ``cat`` state) and handed with the real dataset
+to ``torch_fidelity.calculate_metrics``, whose Inception port and resizing
+(no antialiasing) match the TensorFlow numbers papers quote. torch-fidelity
+caches the real set's features on disk under a name that encodes dataset,
+split, resolution, extractor and weights, so they are computed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from lit_gan.errors import require
+from lit_gan.metrics.digits import cache_directory
+
+EXTRACTOR = "inception-v3-compat"
+
+
+def to_uint8_rgb(images: Tensor) -> Tensor:
+    """Images in [-1, 1] (1 or 3 channels) -> uint8 RGB, as torch-fidelity expects."""
+    images = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+class UInt8Images(Dataset):
+    """A dataset of [-1, 1] image tensors (or a stacked tensor of them) seen as uint8 RGB."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Tensor:
+        image = self.images[i]
+        return image if image.dtype == torch.uint8 else to_uint8_rgb(image.unsqueeze(0))[0]
+
+
+def weights_tag(weights_path: Optional[str]) -> str:
+    """``standard`` for torch-fidelity's own download, else a hash of the local weights file."""
+    if weights_path is None:
+        return "standard"
+    path = Path(weights_path)
+    require(path.is_file(), "data.inception_weights", weights_path,
+            "a local file of Inception weights (weights-inception-2015-12-05-6726825d.pth)")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+
+
+class FidelityMetrics(Metric):
+    """FID (Heusel et al. 2017), KID (Bińkowski et al. 2018), IS (Salimans et al. 2016) and
+    precision/recall (Kynkäänniemi et al. 2019) of the generated images against ``real``.
+
+    ``weights_path`` points at a local copy of torch-fidelity's Inception
+    weights for machines without internet; ``None`` lets torch-fidelity fetch them.
+    """
+
+    full_state_update = False
+    higher_is_better = None
+
+    def __init__(self, real: Dataset, cache_name: str, weights_path: Optional[str] = None, fid: bool = True,
+                 kid: bool = True, isc: bool = True, prc: bool = True, batch_size: int = 64,
+                 feature_layer: str = "2048", **kwargs):
+        super().__init__(**kwargs)
+        self.real = real
+        self.weights_path = weights_path
+        self.cache_name = f"{cache_name}-{weights_tag(weights_path)}"
+        self.switches = {"fid": fid, "kid": kid, "isc": isc, "prc": prc}
+        self.batch_size = batch_size
+        self.feature_layer = feature_layer  # "2048" is the standard; "64" gives well-conditioned small tests
+        self.add_state("samples", [], dist_reduce_fx="cat")
+
+    def update(self, images: Tensor) -> None:
+        self.samples.append(to_uint8_rgb(images))
+
+    def compute(self) -> dict[str, Tensor]:
+        import torch_fidelity
+
+        fake = dim_zero_cat(self.samples)
+        n = min(len(fake), len(self.real))
+        results = torch_fidelity.calculate_metrics(
+            input1=UInt8Images(fake.cpu()), input2=UInt8Images(self.real), cuda=fake.is_cuda,
+            batch_size=self.batch_size, feature_extractor=EXTRACTOR, feature_layer_fid=self.feature_layer,
+            feature_layer_kid=self.feature_layer, feature_layer_prc=self.feature_layer,
+            feature_extractor_weights_path=self.weights_path, kid_subset_size=min(1000, n),
+            cache_root=str(cache_directory() / "torch-fidelity"), cache=True, input2_cache_name=self.cache_name,
+            verbose=False, **self.switches,
+        )
+        names = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
+                 "inception_score_mean": "inception_score", "precision": "precision", "recall": "recall"}
+        return {ours: torch.tensor(float(results[theirs])) for theirs, ours in names.items() if theirs in results}

@@ -1,0 +1,59 @@
+"""FID / KID / IS / precision-recall through torch-fidelity's real code path, with local Inception weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from lit_gan.metrics.fidelity import FidelityMetrics, to_uint8_rgb
+from tests.inception import make_random_inception_weights
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    return str(make_random_inception_weights(tmp_path_factory.mktemp("inception") / "random_inception.pth"))
+
+
+def images(n, seed, shift=0.0):
+    generator = torch.Generator().manual_seed(seed)
+    return ((torch.rand(n, 3, 32, 32, generator=generator) * 2 - 1) + shift).clamp(-1, 1)
+
+
+def scipy_fid(a, b):
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1 + s2 - 2 * root))
+
+
+@pytest.mark.slow
+def test_fid_is_zero_on_itself_grows_with_a_shift_and_matches_an_independent_computation(weights):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    real = images(72, seed=1)
+    extractor = FeatureExtractorInceptionV3("inception-v3-compat", ["64"], feature_extractor_weights_path=weights)
+
+    def features(x):
+        with torch.no_grad():
+            return extractor(to_uint8_rgb(x))[0].double().numpy()
+
+    real_features = features(real)
+    results = []
+    for shift in (0.0, 0.15, 0.3):
+        fake = (real + shift).clamp(-1, 1)
+        metric = FidelityMetrics(list(real), cache_name="test-random-32px", weights_path=weights, feature_layer="64")
+        metric.update(fake)
+        results.append({k: v.item() for k, v in metric.compute().items()})
+        expected = scipy_fid(features(fake), real_features)
+        assert results[-1]["fid"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+    assert results[0]["fid"] == pytest.approx(0.0, abs=1e-3)
+    assert results[0]["fid"] < results[1]["fid"] < results[2]["fid"]
+    assert set(results[0]) == {"fid", "kid", "inception_score", "precision", "recall"}
+    assert results[0]["precision"] == 1.0 and results[2]["precision"] < 1.0
+
+
+def test_a_missing_weights_file_is_refused_with_the_key(tmp_path):
+    with pytest.raises(ValueError, match="data.inception_weights="):
+        FidelityMetrics([], cache_name="x", weights_path=str(tmp_path / "nope.pth"))

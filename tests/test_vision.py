@@ -1,0 +1,50 @@
+"""Real-image datamodules without downloads: folders of generated PNGs, and clear errors for missing data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from lit_gan.data.vision import ImageFolder, TorchvisionImages
+
+
+def write_pngs(folder, count, mode="RGB", size=(40, 30)):
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    for i in range(count):
+        channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+        pixels = torch.randint(0, 256, (size[1], size[0], channels), generator=generator, dtype=torch.uint8)
+        Image.fromarray(pixels.squeeze(-1).numpy(), mode=mode).save(folder / f"{mode}_{i}.png")
+
+
+def test_an_image_folder_of_generated_pngs_loads_as_square_tensors_in_range(tmp_path):
+    write_pngs(tmp_path / "a", 5, "RGB")
+    write_pngs(tmp_path / "b" / "deeper", 3, "L")
+    write_pngs(tmp_path / "b", 2, "RGBA")
+    datamodule = ImageFolder(root=str(tmp_path), resolution=16, channels=3, batch_size=4, num_workers=0)
+    batches = list(datamodule.train_dataloader())
+    assert len(batches) == 2  # 10 images, full batches of 4
+    assert batches[0].shape == (4, 3, 16, 16)
+    assert -1.0 <= batches[0].min() and batches[0].max() <= 1.0
+
+
+def test_an_empty_folder_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="data.root=.* is not valid: expected a folder containing image files"):
+        ImageFolder(root=str(tmp_path), num_workers=0).train_dataloader()
+
+
+def test_a_missing_folder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="expected an existing folder of images"):
+        ImageFolder(root=str(tmp_path / "nowhere"), num_workers=0).train_dataloader()
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_a_missing_torchvision_dataset_says_where_it_looked_and_how_to_provide_it(name, tmp_path):
+    datamodule = TorchvisionImages(name=name, root=str(tmp_path / "data"), download=False, num_workers=0)
+    with pytest.raises(ValueError) as error:
+        datamodule.prepare_data()
+    message = str(error.value)
+    assert str((tmp_path / "data").resolve()) in message
+    assert "data.download=true" in message and name in message

@@ -29,8 +29,7 @@ from pathlib import Path
 
 import yaml
 
-SCORES = ("eval/modes", "eval/high_quality_pct", "eval/reverse_kl")
-NUMBERS = ("seed", "generator_steps", "modes", "high_quality_pct", "reverse_kl", "seconds")
+FIXED = ("config", "seed", "generator_steps", "fingerprint", "seconds", "run_dir")
 
 
 def config_fingerprint(config: Path) -> str:
@@ -62,7 +61,8 @@ def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k: (float(v) if k in NUMBERS else v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [{k: (v if k in ("config", "fingerprint", "run_dir") else float(v)) for k, v in row.items()}
+                for row in csv.DictReader(f)]
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -91,20 +91,21 @@ def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threa
     return {
         "config": str(config), "seed": seed, "generator_steps": final["generator_step"],
         "fingerprint": config_fingerprint(config),
-        **{k.removeprefix("eval/"): final[k] for k in SCORES if k in final},
+        **{k.removeprefix("eval/"): v for k, v in final.items() if k.startswith("eval/")},
         "seconds": round(seconds, 1), "run_dir": str(run_dir),
     }
 
 
 def write_outputs(rows: list[dict], out: Path) -> None:
     write_csv(rows, out / "runs.csv")
-    lines = ["| config | seeds | generator iterations | modes | high-quality % | reverse KL | seconds per run |",
-             "|---|---|---|---|---|---|---|"]
+    scores = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in FIXED]
+    lines = ["| config | seeds | generator iterations | " + " | ".join(scores) + " | seconds per run |",
+             "|---|---|---|" + "---|" * len(scores) + "---|"]
     for config in dict.fromkeys(r["config"] for r in rows):
         group = [r for r in rows if r["config"] == config]
         mean = lambda key: sum(r[key] for r in group) / len(group)  # noqa: E731
-        lines.append(f"| `{config}` | {len(group)} | {group[0]['generator_steps']:.0f} | {mean('modes'):.1f} | "
-                     f"{mean('high_quality_pct'):.1f} | {mean('reverse_kl'):.3f} | {mean('seconds'):.0f} |")
+        cells = " | ".join(f"{mean(k):.3g}" if all(k in r for r in group) else "" for k in scores)
+        lines.append(f"| `{config}` | {len(group)} | {group[0]['generator_steps']:.0f} | {cells} | {mean('seconds'):.0f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot_final_samples(rows, out / "samples.png")
 

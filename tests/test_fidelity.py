@@ -7,13 +7,12 @@ import pytest
 import scipy.linalg
 import torch
 
-from lit_gan.metrics.fidelity import FidelityMetrics, to_uint8_rgb
-from tests.inception import make_random_inception_weights
+from lit_gan.metrics.fidelity import FidelityMetrics, random_inception_weights, to_uint8_rgb
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    return str(make_random_inception_weights(tmp_path_factory.mktemp("inception") / "random_inception.pth"))
+    return str(random_inception_weights(tmp_path_factory.mktemp("inception") / "random_inception.pth"))
 
 
 def images(n, seed, shift=0.0):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -98,3 +98,31 @@ class FidelityMetrics(Metric):
         names = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
                  "inception_score_mean": "inception_score", "precision": "precision", "recall": "recall"}
         return {ours: torch.tensor(float(results[theirs])) for theirs, ours in names.items() if theirs in results}
+
+
+def random_inception_weights(path: Path) -> Path:
+    """Save a randomly initialised torch-fidelity Inception as a weights file, for offline smoke tests.
+
+    It runs torch-fidelity's whole code path without the download; its scores are not comparable with
+    published ones (use the real weights file for that).
+    """
+    from torch_fidelity import feature_extractor_inceptionv3 as module
+
+    # Construct without the download the constructor would start, then save the random weights.
+    original_url, original_load = module.load_state_dict_from_url, module.FeatureExtractorInceptionV3.load_state_dict
+    module.load_state_dict_from_url = lambda *args, **kwargs: None
+    module.FeatureExtractorInceptionV3.load_state_dict = lambda self, state: None
+    try:
+        with torch.random.fork_rng():  # the same file every time, without disturbing the caller's RNG
+            torch.manual_seed(0)
+            model = module.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+            for layer in model.modules():
+                # PyTorch's default init shrinks activations layer by layer until every feature is ~0;
+                # He initialisation keeps them alive, so distances between sets stay meaningful.
+                if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    finally:
+        module.load_state_dict_from_url = original_url
+        module.FeatureExtractorInceptionV3.load_state_dict = original_load
+    torch.save(model.state_dict(), path)
+    return path

@@ -125,6 +125,8 @@ def plot_final_samples(rows: list[dict], path: Path) -> None:
         pictures = sorted((Path(row["run_dir"]) / "samples").glob("*.png"))
         if pictures:
             ax.imshow(plt.imread(pictures[-1]))
+            ax.set_title(f"{Path(row['config']).parent.name}/{Path(row['config']).stem} seed {row['seed']:.0f}",
+                         fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

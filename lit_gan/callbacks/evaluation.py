@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import lightning.pytorch as pl
 import torch
@@ -80,7 +81,9 @@ class Evaluation(Callback):
     def _write(self, trainer, pl_module, samples, row) -> None:
         directory = run_directory(trainer)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "evaluation.json").write_text(json.dumps(self.history, indent=1))
+        temporary = directory / ".evaluation.json.tmp"  # readers (the study runner) never see half a file
+        temporary.write_text(json.dumps(self.history, indent=1))
+        os.replace(temporary, directory / "evaluation.json")
         step = row["generator_step"]
         path = None
         if self.plot and samples.dim() == 2 and samples.shape[1] == 2:

@@ -68,7 +68,8 @@ class Evaluation(Callback):
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
         step = pl_module.generator_step
-        samples = pl_module.generate(self.noise)
+        # Each DDP rank scores its share of the fixed noise; the metric's states sum over ranks.
+        samples = pl_module.generate(self.noise[trainer.global_rank::trainer.world_size])
         self.metric.reset()
         self.metric.update(samples)
         scores = {f"eval/{k}": float(v) for k, v in self.metric.compute().items()}

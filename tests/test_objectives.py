@@ -160,3 +160,35 @@ def test_spectral_norm_keeps_largest_singular_value_near_one():
         assert sigma == pytest.approx(1.0, abs=0.02), f"normalised sigma {sigma}"
     # Without the normalisation the layers would be far from 1: the check above is not vacuous.
     assert max(abs(raw - 1.0) for raw in raw_sigmas) > 0.5, raw_sigmas
+
+
+class LearningRates(pl.Callback):
+    def __init__(self):
+        self.rates = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rates.append((pl_module.generator_step, [o.param_groups[0]["lr"] for o in trainer.optimizers]))
+
+
+def test_linear_lr_decay_reaches_zero_at_the_last_generator_iteration():
+    pl.seed_everything(0)
+    module = make(WGANGP, n_critic=2, lr_d=4e-4, lr_g=2e-4, lr_decay="linear")
+    recorder = LearningRates()
+    fit(module, RingGaussians(), generator_steps=4, callbacks=[recorder])
+    steps = [step for step, _ in recorder.rates]
+    after_g_steps = [rates for i, (step, rates) in enumerate(recorder.rates) if step != (steps[i - 1] if i else 0)]
+    flat = [rate for rates in after_g_steps for rate in rates]
+    assert flat == pytest.approx([3e-4, 1.5e-4, 2e-4, 1e-4, 1e-4, 0.5e-4, 0.0, 0.0])
+
+
+def test_constant_lr_is_the_default():
+    pl.seed_everything(0)
+    module = make(NonSaturatingGAN, lr_d=3e-4, lr_g=1e-4)
+    recorder = LearningRates()
+    fit(module, RingGaussians(), generator_steps=3, callbacks=[recorder])
+    assert all(rates == [3e-4, 1e-4] for _, rates in recorder.rates)
+
+
+def test_unknown_lr_decay_is_refused():
+    with pytest.raises(ValueError, match="model.lr_decay='cosine' is not valid"):
+        make(NonSaturatingGAN, lr_decay="cosine")

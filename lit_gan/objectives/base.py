@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from typing import Iterator, Literal, Sequence
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from lit_gan.errors import ConfigError, require
 from lit_gan.penalties import Penalty
@@ -54,7 +55,8 @@ class GANModule(pl.LightningModule):
     the generator makes one update (Goodfellow et al. 2014, Algorithm 1, with
     the critic schedule of Arjovsky et al. 2017, Algorithm 1). D and G have
     their own Adam learning rates and betas, which gives the two time-scale
-    update rule (TTUR, Heusel et al. 2017).
+    update rule (TTUR, Heusel et al. 2017). ``lr_decay: linear`` takes both
+    learning rates linearly to 0 over the run.
 
     A subclass is an objective: it defines :meth:`discriminator_loss` and
     :meth:`generator_loss` on the discriminator's raw outputs, and may
@@ -77,6 +79,7 @@ class GANModule(pl.LightningModule):
         betas_g: tuple[float, float] = (0.5, 0.999),
         n_critic: int = 1,
         penalties: Sequence[Penalty] = (),
+        lr_decay: Literal["constant", "linear"] = "constant",
     ):
         super().__init__()
         require(hasattr(generator, "latent_dim"), "model.generator", type(generator).__name__,
@@ -87,6 +90,7 @@ class GANModule(pl.LightningModule):
             require(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"model.{key}", betas,
                     "two numbers in [0, 1)")
         require(isinstance(n_critic, int) and n_critic >= 1, "model.n_critic", n_critic, "an integer >= 1")
+        require(lr_decay in ("constant", "linear"), "model.lr_decay", lr_decay, "'constant' or 'linear'")
         self.save_hyperparameters(ignore=["generator", "discriminator", "penalties"])
         self.automatic_optimization = False
         self.generator = generator
@@ -133,7 +137,14 @@ class GANModule(pl.LightningModule):
         hp = self.hparams
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=_floats(hp.betas_d))
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=_floats(hp.betas_g))
-        return [opt_d, opt_g]
+        if hp.lr_decay == "constant":
+            return [opt_d, opt_g]
+        # Linear decay to 0 over the run, stepped once per generator iteration (as in WGAN-GP's and
+        # SNGAN's code), so both learning rates reach 0 at the last generator iteration.
+        total = self.trainer.max_steps // optimizer_steps(1, self.n_critic)
+        require(total >= 1, "model.lr_decay", "linear", "a run of known length: set generator_steps")
+        schedulers = [LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total)) for opt in (opt_d, opt_g)]
+        return [opt_d, opt_g], schedulers
 
     def training_step(self, batch, batch_idx: int) -> None:
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -146,6 +157,8 @@ class GANModule(pl.LightningModule):
         if self.discriminator_step % self.n_critic == 0:
             metrics.update(self.update_generator(real, opt_g, measure))
             self.generator_step += 1
+            for scheduler in self.lr_schedulers() or []:
+                scheduler.step()
             if measure:
                 self.log_to_loggers(metrics)
 
@@ -181,7 +194,8 @@ class GANModule(pl.LightningModule):
         optimizer.step()
         if not measure:
             return {}
-        return {"loss/generator": loss.detach(), "grad_norm/generator": gradient_norm(self.generator)}
+        return {"loss/generator": loss.detach(), "grad_norm/generator": gradient_norm(self.generator),
+                "lr/generator": torch.tensor(optimizer.param_groups[0]["lr"])}
 
     # ------------------------------------------------------------------- logging
     def log_to_loggers(self, metrics: dict[str, Tensor]) -> None:

@@ -22,6 +22,11 @@ def input_gradient_norm(discriminator: nn.Module, inputs: Tensor) -> Tensor:
     return gradient.flatten(1).norm(2, dim=1)
 
 
+def two_sided(discriminator: nn.Module, points: Tensor, target: float) -> Tensor:
+    """``E[(||grad D(x)||_2 - target)^2]`` over ``points``: the shape shared by WGAN-GP's and DRAGAN's penalties."""
+    return ((input_gradient_norm(discriminator, points) - target) ** 2).mean()
+
+
 class Penalty:
     """Base class: ``weight`` times a non-negative regulariser of D."""
 
@@ -64,8 +69,7 @@ class GradientPenalty(Penalty):
     def unweighted(self, discriminator, real, fake):
         alpha = _uniform_per_sample(real)
         interpolates = alpha * real.detach() + (1 - alpha) * fake.detach()
-        norms = input_gradient_norm(discriminator, interpolates)
-        return ((norms - self.target) ** 2).mean()
+        return two_sided(discriminator, interpolates, self.target)
 
 
 class DRAGANPenalty(Penalty):
@@ -87,8 +91,7 @@ class DRAGANPenalty(Penalty):
         real = real.detach()
         delta = self.perturbation * real.std() * torch.rand_like(real)
         perturbed = real + _uniform_per_sample(real) * delta
-        norms = input_gradient_norm(discriminator, perturbed)
-        return ((norms - 1) ** 2).mean()
+        return two_sided(discriminator, perturbed, 1.0)
 
 
 class R1Penalty(Penalty):

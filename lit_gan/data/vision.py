@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 from typing import Literal, Optional
 
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 

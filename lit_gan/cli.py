@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, run_directory
+from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, StabilityMonitor, run_directory
 from lit_gan.objectives.base import GANModule, optimizer_steps
 
 TRAINER_DEFAULTS = {
@@ -60,8 +60,8 @@ class LitGANCLI(LightningCLI):
     """LightningCLI without subcommands: a GAN objective, a datamodule and a Trainer from YAML.
 
     Adds ``generator_steps`` (training length in generator iterations, which
-    sets ``trainer.max_steps``), the ``evaluation`` and ``checkpoint``
-    callbacks, and ``ckpt_path`` to resume from.
+    sets ``trainer.max_steps``), the ``evaluation``, ``stability`` and
+    ``checkpoint`` callbacks, and ``ckpt_path`` to resume from.
     """
 
     def __init__(self, args=None, **kwargs):
@@ -86,7 +86,9 @@ class LitGANCLI(LightningCLI):
             help="Training length in generator iterations (sets trainer.max_steps).",
         )
         parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="Checkpoint to resume from.")
+        # Order matters: the monitor reads this iteration's evaluation, the checkpoint reads the monitor's verdict.
         parser.add_lightning_class_args(Evaluation, "evaluation")
+        parser.add_lightning_class_args(StabilityMonitor, "stability")
         parser.add_lightning_class_args(GeneratorCheckpoint, "checkpoint")
 
     def before_instantiate_classes(self) -> None:
@@ -130,10 +132,15 @@ def report(trainer: Trainer) -> str:
         if isinstance(logger, WandbLogger):
             run_dir = Path(logger.experiment.dir).parent
             lines.append(f"W&B run: {run_dir}  (upload later with: wandb sync {run_dir})")
+    monitor = next((c for c in trainer.callbacks if isinstance(c, StabilityMonitor)), None)
+    for alarm in getattr(monitor, "alarms", []):
+        lines.append(f"Alarm ({alarm['alarm']}, generator iteration {alarm['generator_step']}): {alarm['message']}")
     evaluation = evaluation_callback(trainer)
     if evaluation is not None and evaluation.latest:
-        scores = ", ".join(f"{k.removeprefix('eval/')}={v:.4g}" for k, v in evaluation.latest.items())
-        lines.append(f"Final evaluation: {scores}")
+        latest = dict(evaluation.latest)
+        step = latest.pop("generator_step")
+        scores = ", ".join(f"{k.removeprefix('eval/')}={v:.4g}" for k, v in latest.items())
+        lines.append(f"Final evaluation (generator iteration {step}): {scores}")
     return "\n".join(lines)
 
 

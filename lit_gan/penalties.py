@@ -15,11 +15,15 @@ from lit_gan.errors import require
 
 
 def input_gradient_norm(discriminator: nn.Module, inputs: Tensor) -> Tensor:
-    """Per-sample L2 norm of dD/dx at ``inputs``, kept in the graph for a second backward."""
+    """L2 norm of dD/dx per output of D at ``inputs``, kept in the graph for a second backward.
+
+    One output per sample normally; with PacGAN packing one per pack of
+    consecutive samples, whose gradients form the packed input's gradient.
+    """
     inputs = inputs.detach().requires_grad_(True)
     outputs = discriminator(inputs)
     (gradient,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
-    return gradient.flatten(1).norm(2, dim=1)
+    return gradient.reshape(outputs.shape[0], -1).norm(2, dim=1)
 
 
 def two_sided(discriminator: nn.Module, points: Tensor, target: float) -> Tensor:

@@ -19,6 +19,7 @@ import argparse
 import csv
 import hashlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -29,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-FIXED = ("config", "seed", "generator_steps", "fingerprint", "seconds", "run_dir")
+FIXED = ("config", "seed", "generator_steps", "fingerprint", "seconds", "run_dir", "alarms")
+TEXT = ("config", "fingerprint", "run_dir", "alarms")
 
 
 def config_fingerprint(config: Path) -> str:
@@ -61,14 +63,14 @@ def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k: (v if k in ("config", "fingerprint", "run_dir") else float(v)) for k, v in row.items()}
+        return [{k: (v if k in TEXT else float(v)) for k, v in row.items() if v != ""}
                 for row in csv.DictReader(f)]
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
         writer.writeheader()
         writer.writerows(rows)
     os.replace(temporary, path)
@@ -88,24 +90,40 @@ def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threa
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     run_dir = Path(re.search(r"^Run directory: (\S+)", result.stdout, re.M).group(1))
     final = json.loads((run_dir / "evaluation.json").read_text())[-1]
+    alarms_file = run_dir / "alarms.json"
+    alarms = json.loads(alarms_file.read_text()) if alarms_file.is_file() else []
     return {
         "config": str(config), "seed": seed, "generator_steps": final["generator_step"],
         "fingerprint": config_fingerprint(config),
         **{k.removeprefix("eval/"): v for k, v in final.items() if k.startswith("eval/")},
+        **{"ema_" + k.removeprefix("eval_ema/"): v for k, v in final.items() if k.startswith("eval_ema/")},
+        "alarms": " ".join(sorted({a["alarm"] for a in alarms})),
         "seconds": round(seconds, 1), "run_dir": str(run_dir),
     }
+
+
+def mean_and_error(values: list[float]) -> str:
+    """``mean ± standard error`` (sample standard deviation / sqrt(n)); just the mean for one value."""
+    n = len(values)
+    mean = sum(values) / n
+    if n == 1:
+        return f"{mean:.3g}"
+    error = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+    return f"{mean:.3g} ± {error:.2g}"
 
 
 def write_outputs(rows: list[dict], out: Path) -> None:
     write_csv(rows, out / "runs.csv")
     scores = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in FIXED]
-    lines = ["| config | seeds | generator iterations | " + " | ".join(scores) + " | seconds per run |",
-             "|---|---|---|" + "---|" * len(scores) + "---|"]
+    lines = ["| config | seeds | generator iterations | " + " | ".join(scores) + " | alarms | seconds per run |",
+             "|---|---|---|" + "---|" * len(scores) + "---|---|"]
     for config in dict.fromkeys(r["config"] for r in rows):
         group = [r for r in rows if r["config"] == config]
-        mean = lambda key: sum(r[key] for r in group) / len(group)  # noqa: E731
-        cells = " | ".join(f"{mean(k):.3g}" if all(k in r for r in group) else "" for k in scores)
-        lines.append(f"| `{config}` | {len(group)} | {group[0]['generator_steps']:.0f} | {cells} | {mean('seconds'):.0f} |")
+        cells = " | ".join(mean_and_error([r[k] for r in group]) if all(k in r for r in group) else "" for k in scores)
+        alarms = sum(bool(r.get("alarms")) for r in group)
+        seconds = sum(r["seconds"] for r in group) / len(group)
+        lines.append(f"| `{config}` | {len(group)} | {group[0]['generator_steps']:.0f} | {cells} | "
+                     f"{alarms}/{len(group)} | {seconds:.0f} |")
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot_final_samples(rows, out / "samples.png")
 

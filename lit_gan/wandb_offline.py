@@ -56,8 +56,11 @@ def _items(items) -> dict:
 
 
 def read_run(path: str | Path) -> dict:
-    """``{"history": [row, ...], "config": {...}, "summary": {...}}`` of one offline run file."""
-    history, config, summary = [], {}, {}
+    """``{"history": [row, ...], "config": {...}, "summary": {...}, "alerts": [...]}`` of one offline run file.
+
+    Alerts (``run.alert``) are ``{"title", "text", "level"}``; W&B sends them when the run is synced.
+    """
+    history, config, summary, alerts = [], {}, {}, []
     for record in records(path):
         kind = record.WhichOneof("record_type")
         if kind == "history":
@@ -68,7 +71,9 @@ def read_run(path: str | Path) -> dict:
             summary.update(_items(record.summary.update))
         elif kind == "run":
             config.update(_items(record.run.config.update))
-    return {"history": history, "config": config, "summary": summary}
+        elif kind == "alert":
+            alerts.append({"title": record.alert.title, "text": record.alert.text, "level": record.alert.level})
+    return {"history": history, "config": config, "summary": summary, "alerts": alerts}
 
 
 def find_run_file(run_dir: str | Path) -> Path:

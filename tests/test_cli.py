@@ -102,10 +102,10 @@ def test_every_constructor_argument_of_a_configured_class_appears_in_some_config
     import importlib
     import inspect
 
-    from lit_gan.callbacks import Evaluation, GeneratorCheckpoint
+    from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, StabilityMonitor
 
     texts = "\n".join(p.read_text() for p in (ROOT / "configs").rglob("*.yaml"))
-    classes = {Evaluation, GeneratorCheckpoint}
+    classes = {Evaluation, GeneratorCheckpoint, StabilityMonitor}
     for path in set(re.findall(r"class_path: (lit_gan\.[\w.]+)", texts)):
         module, name = path.rsplit(".", 1)
         classes.add(getattr(importlib.import_module(module), name))

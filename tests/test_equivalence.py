@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lit_gan.callbacks import Evaluation, StabilityMonitor
 from lit_gan.data import RingGaussians
 from lit_gan.nets import MLPDiscriminator, MLPGenerator
 from lit_gan.objectives import WGANGP, NonSaturatingGAN, optimizer_steps
@@ -46,8 +47,10 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("watched", [False, True], ids=["bare", "with_evaluation_and_monitor"])
 @pytest.mark.parametrize("name", CASES)
-def test_lightning_training_equals_a_plain_pytorch_loop(name):
+def test_lightning_training_equals_a_plain_pytorch_loop(name, watched, tmp_path):
+    """Also with the evaluation and stability-monitor callbacks attached: watching never changes training."""
     cls, extra, n_critic, d_loss, g_loss, penalty = CASES[name]
     torch.manual_seed(0)
     generator, discriminator = MLPGenerator(latent_dim=4, width=32, depth=2), MLPDiscriminator(width=32, depth=2)
@@ -57,8 +60,11 @@ def test_lightning_training_equals_a_plain_pytorch_loop(name):
     iterations = 6
 
     torch.manual_seed(1)
+    callbacks = [Evaluation(every_n_generator_steps=2, num_samples=100, plot=False),
+                 StabilityMonitor(every_n_generator_steps=1, warmup_generator_steps=0)] if watched else []
     trainer = pl.Trainer(max_steps=optimizer_steps(iterations, n_critic), logger=False, enable_progress_bar=False,
-                         enable_checkpointing=False, enable_model_summary=False)
+                         enable_checkpointing=False, enable_model_summary=False, callbacks=callbacks,
+                         log_every_n_steps=1, default_root_dir=tmp_path)
     trainer.fit(module, RingGaussians(seed=3))
 
     torch.manual_seed(1)

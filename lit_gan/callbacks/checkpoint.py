@@ -9,11 +9,19 @@ from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_gan.callbacks.evaluation import Evaluation
 from lit_gan.callbacks.output import run_directory
 from lit_gan.errors import require
+
+
+def all_finite(module: pl.LightningModule) -> bool:
+    """Whether every parameter and buffer is finite (one host sync)."""
+    tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
 
 
 class GeneratorCheckpoint(Callback):
@@ -22,6 +30,8 @@ class GeneratorCheckpoint(Callback):
     Each file is written under a temporary name and renamed into place, so a
     crash mid-write never leaves a truncated file under a final name. Only the
     newest ``keep`` numbered checkpoints are kept (``last.ckpt`` always is).
+    A model with non-finite parameters is never saved, so after a divergence
+    ``last.ckpt`` still holds the last good state.
     With ``monitor`` (an evaluation score such as ``eval/fid``), ``best.ckpt``
     holds the generator with the best score so far (``mode``: min or max).
     """
@@ -62,7 +72,7 @@ class GeneratorCheckpoint(Callback):
             return
         score = latest[self.monitor]
         better = self.best_score is None or (score < self.best_score if self.mode == "min" else score > self.best_score)
-        if better and math.isfinite(score):
+        if better and math.isfinite(score) and all_finite(pl_module):
             self.best_score = score
             self._atomic_save(trainer, self.directory(trainer) / "best.ckpt")
 
@@ -76,6 +86,10 @@ class GeneratorCheckpoint(Callback):
         directory = self.directory(trainer)
         step = pl_module.generator_step
         self.last_saved_step = step
+        if not all_finite(pl_module):
+            rank_zero_warn(f"Checkpoint at generator iteration {step} not written: the model has non-finite "
+                           f"parameters; {directory / 'last.ckpt'} keeps the last good state")
+            return
         self._atomic_save(trainer, directory / "last.ckpt")
         if numbered and self.keep and trainer.is_global_zero:
             numbered_path = directory / f"generator_step={step:07d}.ckpt"

@@ -8,8 +8,9 @@ import os
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_gan.callbacks.output import log_image, run_directory
+from lit_gan.callbacks.output import log_images, run_directory
 from lit_gan.callbacks.samples import image_grid, scatter_over_modes
 from lit_gan.errors import ConfigError, require
 
@@ -19,7 +20,8 @@ class Evaluation(Callback):
     generate ``num_samples`` samples from a fixed noise batch, score them with
     the datamodule's ``evaluation_metric()``, log the scores under ``eval/``,
     plot the samples, and append the scores to ``evaluation.json`` in the run
-    directory.
+    directory. A module with a moving average of G (``ema_decay``) has it
+    scored the same way under ``eval_ema/`` and plotted as ``<step>_ema.png``.
 
     The noise is drawn once from ``seed``, so successive evaluations (and
     different runs) score the same z and differences come from G alone.
@@ -63,39 +65,51 @@ class Evaluation(Callback):
             self.evaluate(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        if getattr(pl_module, "diverged", None):
+            return  # stopped by the stability monitor: the generator is not finite any more
         if pl_module.generator_step != self.latest.get("generator_step"):
             self.evaluate(trainer, pl_module)
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, float]:
+        """Score G (and its moving average, ``eval_ema/``, when the module keeps one) on the fixed noise."""
         step = pl_module.generator_step
-        # Each DDP rank scores its share of the fixed noise; the metric's states sum over ranks.
-        samples = pl_module.generate(self.noise[trainer.global_rank::trainer.world_size])
-        self.metric.reset()
-        self.metric.update(samples)
-        scores = {f"eval/{k}": float(v) for k, v in self.metric.compute().items()}
-        row = {**scores, "generator_step": step}
+        row: dict[str, float] = {}
+        images: dict[str, torch.Tensor] = {}
+        prefixes = [("eval", False)] + ([("eval_ema", True)] if getattr(pl_module, "generator_ema", None) else [])
+        for prefix, ema in prefixes:
+            # Each DDP rank scores its share of the fixed noise; the metric's states sum over ranks.
+            samples = pl_module.generate(self.noise[trainer.global_rank::trainer.world_size], ema=ema)
+            if not torch.isfinite(samples).all():
+                rank_zero_warn(f"Evaluation at generator iteration {step}: the generator's samples are not "
+                               f"finite, so {prefix}/ is not scored")
+                continue
+            self.metric.reset()
+            self.metric.update(samples)
+            row.update({f"{prefix}/{k}": float(v) for k, v in self.metric.compute().items()})
+            images["samples" if not ema else "samples_ema"] = samples
+        row["generator_step"] = step
         self.history.append(row)
         if trainer.is_global_zero:
-            self._write(trainer, pl_module, samples, row)
+            self._write(trainer, pl_module, images, row)
         return row
 
-    def _write(self, trainer, pl_module, samples, row) -> None:
+    def _write(self, trainer, pl_module, images: dict[str, torch.Tensor], row: dict[str, float]) -> None:
         directory = run_directory(trainer)
         directory.mkdir(parents=True, exist_ok=True)
         temporary = directory / ".evaluation.json.tmp"  # readers (the study runner) never see half a file
         temporary.write_text(json.dumps(self.history, indent=1))
         os.replace(temporary, directory / "evaluation.json")
         step = row["generator_step"]
-        path = None
-        if self.plot and samples.dim() == 2 and samples.shape[1] == 2:
-            title = f"{type(pl_module).__name__}, generator iteration {step}\n" + ", ".join(
-                f"{k.removeprefix('eval/')} {v:.3g}" for k, v in row.items() if k != "generator_step"
-            )
-            path = scatter_over_modes(samples, self.centers, directory / "samples" / f"{step:07d}.png", title)
-        elif self.plot and samples.dim() == 4:
-            path = image_grid(samples, directory / "samples" / f"{step:07d}.png")
-        if path is None:
-            for logger in trainer.loggers:
-                logger.log_metrics(row, step=step)
-        else:
-            log_image(trainer, "samples", path, row, step)
+        paths = {}
+        for key, samples in images.items() if self.plot else ():
+            prefix = "eval_ema/" if key == "samples_ema" else "eval/"
+            name = f"{step:07d}.png" if key == "samples" else f"{step:07d}_ema.png"
+            path = directory / "samples" / name
+            if samples.dim() == 2 and samples.shape[1] == 2:
+                label = "moving average of G" if key == "samples_ema" else type(pl_module).__name__
+                title = f"{label}, generator iteration {step}\n" + ", ".join(
+                    f"{k.removeprefix(prefix)} {v:.3g}" for k, v in row.items() if k.startswith(prefix))
+                paths[key] = scatter_over_modes(samples, self.centers, path, title)
+            elif samples.dim() == 4:
+                paths[key] = image_grid(samples, path)
+        log_images(trainer, paths, row, step)

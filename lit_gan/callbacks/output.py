@@ -22,12 +22,12 @@ def run_directory(trainer: pl.Trainer) -> Path:
     return Path(root) / str(logger.name) / version
 
 
-def log_image(trainer: pl.Trainer, key: str, path: Path, row: dict[str, float], step: int) -> None:
-    """Log ``row`` to every logger; W&B also gets the image at ``path`` in the same history row."""
+def log_images(trainer: pl.Trainer, paths: dict[str, Path], row: dict[str, float], step: int) -> None:
+    """Log ``row`` to every logger; W&B also gets the images at ``paths`` (by key) in the same history row."""
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
+        if isinstance(logger, WandbLogger) and paths:
             import wandb
 
-            logger.log_metrics({**row, key: wandb.Image(str(path))}, step=step)
+            logger.log_metrics({**row, **{key: wandb.Image(str(path)) for key, path in paths.items()}}, step=step)
         else:
             logger.log_metrics(row, step=step)

@@ -114,6 +114,8 @@ class StackedDigits(ImageDataModule):
     def sample_shape(self) -> tuple[int, ...]:
         return (3, self.resolution, self.resolution)
 
+    num_modes = 1000
+
     def train_dataset(self) -> Dataset:
         return StackedDigitsDataset(self.images, self.labels, self.size, self.seed)
 

@@ -50,6 +50,10 @@ class GaussianMixture(pl.LightningDataModule):
     def sample_shape(self) -> tuple[int, ...]:
         return (self.centers.shape[1],)
 
+    @property
+    def num_modes(self) -> int:
+        return len(self.centers)
+
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
         stream = MixtureStream(self.centers, self.std, self.batch_size, self.seed + rank)

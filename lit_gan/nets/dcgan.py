@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lit_gan.errors import require
-from lit_gan.nets.layers import with_spectral_norm
+from lit_gan.nets.layers import FeatureDiscriminator, with_spectral_norm
 
 
 def stages(resolution: int, key: str) -> tuple[int, int]:
@@ -51,7 +51,7 @@ class DCGANGenerator(nn.Module):
         return self.net(self.project(z))
 
 
-class DCGANDiscriminator(nn.Module):
+class DCGANDiscriminator(FeatureDiscriminator):
     """``n`` stride-2 convolutions with LeakyReLU(0.2), then one linear output.
 
     Channels double from ``width``. Batch norm (not on the first layer, as in
@@ -73,10 +73,12 @@ class DCGANDiscriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(features))
             layers.append(nn.LeakyReLU(0.2))
             features_in, features = features, features * 2
-        layers += [nn.Flatten(), nn.Linear(features_in * base * base, 1)]
-        self.net = nn.Sequential(*layers)
+        layers.append(nn.Flatten())
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = features_in * base * base
+        self.head = nn.Linear(self.feature_dim, 1)
         if spectral_norm:
-            with_spectral_norm(self.net)
+            with_spectral_norm(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).squeeze(1)
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)

@@ -33,6 +33,24 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+class FeatureDiscriminator(nn.Module):
+    """A discriminator as ``head(features(x))``: ``features`` maps a batch to ``(n, feature_dim)``
+    vectors and ``head`` is one linear unit.
+
+    The split lets remedies see D's features (feature matching) or insert a
+    layer between the two (minibatch discrimination, minibatch stddev).
+    """
+
+    head: nn.Module
+    feature_dim: int
+
+    def features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x)).squeeze(1)
+
+
 def with_spectral_norm(module: nn.Module) -> nn.Module:
     """Spectral normalisation (Miyato et al. 2018) on every linear and conv layer of ``module``."""
     for child in list(module.modules()):

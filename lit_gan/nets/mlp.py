@@ -8,7 +8,7 @@ from typing import Literal, Sequence
 from torch import Tensor, nn
 
 from lit_gan.errors import require
-from lit_gan.nets.layers import Maxout, make_activation, with_spectral_norm
+from lit_gan.nets.layers import FeatureDiscriminator, Maxout, make_activation, with_spectral_norm
 
 
 class MLPGenerator(nn.Module):
@@ -49,7 +49,7 @@ class MLPGenerator(nn.Module):
         return self.net(z).view(z.shape[0], *self.output_shape)
 
 
-class MLPDiscriminator(nn.Module):
+class MLPDiscriminator(FeatureDiscriminator):
     """``depth`` hidden layers of ``width`` units and one unbounded output (a logit or critic value).
 
     ``activation="maxout"`` gives PacGAN's 2D discriminator (3 x 200 maxout, 5
@@ -76,11 +76,12 @@ class MLPDiscriminator(nn.Module):
             else:
                 layers += [nn.Linear(features, width), make_activation(activation)]
             features = width
-        layers.append(nn.Linear(features, 1))
-        self.net = nn.Sequential(*layers)
+        self.body = nn.Sequential(*layers)
+        self.feature_dim = width
+        self.head = nn.Linear(width, 1)
         if spectral_norm:
-            with_spectral_norm(self.net)
+            with_spectral_norm(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x).squeeze(1)
+    def features(self, x: Tensor) -> Tensor:
+        return self.body(x)
 

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from lit_gan.errors import require
 from lit_gan.nets.dcgan import stages
-from lit_gan.nets.layers import with_spectral_norm
+from lit_gan.nets.layers import FeatureDiscriminator, with_spectral_norm
 
 
 def resnet_stages(resolution: int, key: str) -> int:
@@ -70,7 +70,7 @@ class ResNetGenerator(nn.Module):
         return self.out(self.blocks(self.project(z)))
 
 
-class ResNetDiscriminator(nn.Module):
+class ResNetDiscriminator(FeatureDiscriminator):
     """Down-blocks to 8x8 (first one optimised), two more blocks, ReLU, global sum pooling, linear.
 
     Spectral norm on every layer by default, as in SNGAN.
@@ -85,10 +85,10 @@ class ResNetDiscriminator(nn.Module):
         blocks += [DownBlock(width, width, downsample=True) for _ in range(downs - 1)]
         blocks += [DownBlock(width, width, downsample=False) for _ in range(2)]
         self.blocks = nn.Sequential(*blocks)
-        self.linear = nn.Linear(width, 1)
+        self.feature_dim = width
+        self.head = nn.Linear(width, 1)
         if spectral_norm:
             with_spectral_norm(self)
 
-    def forward(self, x: Tensor) -> Tensor:
-        features = F.relu(self.blocks(x)).sum(dim=(2, 3))
-        return self.linear(features).squeeze(1)
+    def features(self, x: Tensor) -> Tensor:
+        return F.relu(self.blocks(x)).sum(dim=(2, 3))

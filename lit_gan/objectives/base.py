@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Literal, Sequence
+from typing import Callable, Iterator, Literal, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -12,6 +12,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lit_gan.errors import ConfigError, require
 from lit_gan.penalties import Penalty
+from lit_gan.stabilizers import HistoricalAverage, annealed_std, make_ema, unrolled_discriminator, update_ema
 
 
 def optimizer_steps(generator_steps: int, n_critic: int) -> int:
@@ -63,6 +64,21 @@ class GANModule(pl.LightningModule):
     override :meth:`after_discriminator_step`. Regularisers of D come in as
     ``penalties``.
 
+    Remedies that work with every objective (off by default):
+
+    - ``feature_matching``: G minimises ``||E f(x) - E f(G(z))||^2`` on D's
+      features instead of the objective's G loss (Salimans et al. 2016, Sec. 3.1).
+    - ``historical_averaging``: weight of ``||theta - mean of past theta||^2``
+      added to both players' losses (Salimans et al. 2016, Sec. 3.3).
+    - ``unrolled_steps``: G's loss is taken against D after that many
+      look-ahead updates, differentiated through them (Metz et al. 2017).
+    - ``instance_noise``: std of Gaussian noise added to every input of D,
+      annealed linearly to 0 over ``instance_noise_steps`` generator
+      iterations, default the whole run (Sønderby et al. 2017, Sec. 5; Arjovsky & Bottou 2017).
+    - ``ema_decay``: an exponential moving average of G's weights (not D's),
+      a plain copy until ``ema_start``, evaluated beside the raw G
+      (Yazıcı et al. 2019).
+
     The clock is ``generator_step``, the number of generator updates so far:
     training length, evaluation, checkpoints and the logged x-axis all count
     it. Metrics reach the loggers every ``trainer.log_every_n_steps``
@@ -80,6 +96,13 @@ class GANModule(pl.LightningModule):
         n_critic: int = 1,
         penalties: Sequence[Penalty] = (),
         lr_decay: Literal["constant", "linear"] = "constant",
+        feature_matching: bool = False,
+        historical_averaging: float = 0.0,
+        unrolled_steps: int = 0,
+        instance_noise: float = 0.0,
+        instance_noise_steps: Optional[int] = None,
+        ema_decay: Optional[float] = None,
+        ema_start: int = 0,
     ):
         super().__init__()
         require(hasattr(generator, "latent_dim"), "model.generator", type(generator).__name__,
@@ -91,17 +114,38 @@ class GANModule(pl.LightningModule):
                     "two numbers in [0, 1)")
         require(isinstance(n_critic, int) and n_critic >= 1, "model.n_critic", n_critic, "an integer >= 1")
         require(lr_decay in ("constant", "linear"), "model.lr_decay", lr_decay, "'constant' or 'linear'")
+        require(not feature_matching or hasattr(discriminator, "features"), "model.feature_matching", True,
+                "a discriminator with features(x), e.g. any lit_gan.nets discriminator")
+        require(historical_averaging >= 0, "model.historical_averaging", historical_averaging, "a weight >= 0")
+        require(isinstance(unrolled_steps, int) and unrolled_steps >= 0, "model.unrolled_steps", unrolled_steps,
+                "an integer >= 0")
+        require(not (feature_matching and unrolled_steps), "model.unrolled_steps", unrolled_steps,
+                "0 when feature_matching is on (the two replace the generator loss in different ways)")
+        require(instance_noise >= 0, "model.instance_noise", instance_noise, "a standard deviation >= 0")
+        require(instance_noise_steps is None or instance_noise_steps >= 1, "model.instance_noise_steps",
+                instance_noise_steps, "null (the whole run) or an integer >= 1")
+        require(ema_decay is None or 0 <= ema_decay < 1, "model.ema_decay", ema_decay, "null (off) or a number in [0, 1)")
+        require(ema_start >= 0, "model.ema_start", ema_start, "an integer >= 0")
         self.save_hyperparameters(ignore=["generator", "discriminator", "penalties"])
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator
         self.n_critic = n_critic
         self.penalties = list(penalties)
+        self.historical_average_d = HistoricalAverage(discriminator) if historical_averaging else None
+        self.historical_average_g = HistoricalAverage(generator) if historical_averaging else None
+        self.generator_ema = make_ema(generator) if ema_decay is not None else None
         self.generator_step = 0
         self.discriminator_step = 0
         self.logged_values: dict[str, float] = {}
+        self.step_losses: dict[str, Tensor] = {}  # this batch's losses, read by the stability monitor
+        self.diverged: str | None = None  # set by the stability monitor when training must stop
 
     # ----------------------------------------------------------------- objective
+    decision_threshold: float | None = None
+    """D's output above which an input is called real (for D's accuracy); None where the output is a
+    critic value with no such threshold (WGAN)."""
+
     def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -123,14 +167,34 @@ class GANModule(pl.LightningModule):
         return self.generator(z)
 
     @torch.no_grad()
-    def generate(self, z: Tensor, batch_size: int = 1000) -> Tensor:
-        """Samples for evaluation: G in eval mode, in chunks, training mode restored after."""
-        was_training = self.generator.training
-        self.generator.eval()
+    def generate(self, z: Tensor, batch_size: int = 1000, ema: bool = False) -> Tensor:
+        """Samples for evaluation: G (or its moving average) in eval mode, in chunks, mode restored after."""
+        generator = self.generator_ema if ema else self.generator
+        was_training = generator.training
+        generator.eval()
         try:
-            return torch.cat([self.generator(chunk.to(self.device)) for chunk in z.split(batch_size)])
+            return torch.cat([generator(chunk.to(self.device)) for chunk in z.split(batch_size)])
         finally:
-            self.generator.train(was_training)
+            generator.train(was_training)
+
+    def total_generator_steps(self) -> int:
+        """The run's length in generator iterations (from ``trainer.max_steps``)."""
+        return self.trainer.max_steps // optimizer_steps(1, self.n_critic)
+
+    def with_instance_noise(self, x: Tensor) -> Tensor:
+        """``x`` plus this iteration's instance noise (unchanged when ``instance_noise`` is 0)."""
+        initial = self.hparams.instance_noise
+        if not initial:
+            return x
+        std = annealed_std(initial, self.generator_step, self.hparams.instance_noise_steps or self.total_generator_steps())
+        return x + std * torch.randn_like(x) if std > 0 else x
+
+    def feature_matching_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        """``||E f(x) - E f(G(z))||_2^2`` on D's features (Salimans et al. 2016, Sec. 3.1)."""
+        with torch.no_grad():
+            real_features = self.discriminator.features(self.with_instance_noise(real)).mean(0)
+        fake_features = self.discriminator.features(self.with_instance_noise(fake)).mean(0)
+        return ((real_features - fake_features) ** 2).sum()
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self):
@@ -141,7 +205,7 @@ class GANModule(pl.LightningModule):
             return [opt_d, opt_g]
         # Linear decay to 0 over the run, stepped once per generator iteration (as in WGAN-GP's and
         # SNGAN's code), so both learning rates reach 0 at the last generator iteration.
-        total = self.trainer.max_steps // optimizer_steps(1, self.n_critic)
+        total = self.total_generator_steps()
         require(total >= 1, "model.lr_decay", "linear", "a run of known length: set generator_steps")
         schedulers = [LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total)) for opt in (opt_d, opt_g)]
         return [opt_d, opt_g], schedulers
@@ -157,45 +221,83 @@ class GANModule(pl.LightningModule):
         if self.discriminator_step % self.n_critic == 0:
             metrics.update(self.update_generator(real, opt_g, measure))
             self.generator_step += 1
+            if self.generator_ema is not None:
+                decay = self.hparams.ema_decay if self.generator_step > self.hparams.ema_start else 0.0
+                update_ema(self.generator_ema, self.generator, decay)
             for scheduler in self.lr_schedulers() or []:
                 scheduler.step()
             if measure:
                 self.log_to_loggers(metrics)
+        self.step_losses = {k: v for k, v in metrics.items() if k.startswith(("loss/", "penalty/"))}
 
     def update_discriminator(self, real: Tensor, optimizer, measure: bool = True) -> dict[str, Tensor]:
+        """One D step. Returns its losses, and when ``measure`` also what is worth logging."""
         with torch.no_grad():
             fake = self.generator(self.sample_noise(real.shape[0]))
+        real, fake = self.with_instance_noise(real), self.with_instance_noise(fake)
         real_logits = self.discriminator(real)
         fake_logits = self.discriminator(fake)
         loss = self.discriminator_loss(real_logits, fake_logits)
         penalties = {f"penalty/{p.name}": p(self.discriminator, real, fake) for p in self.penalties}
+        if self.historical_average_d is not None:
+            penalties["penalty/historical_average"] = (
+                self.hparams.historical_averaging * self.historical_average_d.penalty(self.discriminator))
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss + sum(penalties.values()))
         optimizer.step()
         self.after_discriminator_step()
+        if self.historical_average_d is not None:
+            self.historical_average_d.update(self.discriminator)
+        losses = {"loss/discriminator": loss.detach(), **{k: v.detach() for k, v in penalties.items()}}
         if not measure:
-            return {}
+            return losses
         real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
-        return {
-            "loss/discriminator": loss.detach(),
-            **{name: value.detach() for name, value in penalties.items()},
+        metrics = {
+            **losses,
             "grad_norm/discriminator": gradient_norm(self.discriminator),
             "discriminator/real": real_logits.mean(),
             "discriminator/fake": fake_logits.mean(),
             **self.discriminator_metrics(real_logits, fake_logits),
         }
+        if self.decision_threshold is not None:
+            metrics["discriminator/accuracy_real"] = (real_logits > self.decision_threshold).float().mean()
+            metrics["discriminator/accuracy_fake"] = (fake_logits <= self.decision_threshold).float().mean()
+        return metrics
 
     def update_generator(self, real: Tensor, optimizer, measure: bool = True) -> dict[str, Tensor]:
+        """One G step. Returns its loss, and when ``measure`` also what is worth logging."""
         fake = self.generator(self.sample_noise(real.shape[0]))
         with frozen(self.discriminator):
-            loss = self.generator_loss(self.discriminator(fake))
+            if self.hparams.feature_matching:
+                loss = self.feature_matching_loss(real, fake)
+            else:
+                loss = self.generator_loss(self.discriminator_for_generator(real, fake)(self.with_instance_noise(fake)))
+        total = loss
+        if self.historical_average_g is not None:
+            historical = self.hparams.historical_averaging * self.historical_average_g.penalty(self.generator)
+            total = loss + historical
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        self.manual_backward(total)
         optimizer.step()
+        losses = {"loss/generator": loss.detach()}
+        if self.historical_average_g is not None:
+            self.historical_average_g.update(self.generator)
+            losses["penalty/historical_average_generator"] = historical.detach()
         if not measure:
-            return {}
-        return {"loss/generator": loss.detach(), "grad_norm/generator": gradient_norm(self.generator),
+            return losses
+        return {**losses, "grad_norm/generator": gradient_norm(self.generator),
                 "lr/generator": torch.tensor(optimizer.param_groups[0]["lr"])}
+
+    def discriminator_for_generator(self, real: Tensor, fake: Tensor) -> Callable[[Tensor], Tensor]:
+        """The D that G's loss is taken against: D itself, or D after ``unrolled_steps`` look-ahead updates."""
+        steps = self.hparams.unrolled_steps
+        if not steps:
+            return self.discriminator
+        optimizer = self.optimizers()[0]
+        real, unrolled_fake = self.with_instance_noise(real), self.with_instance_noise(fake)
+        return unrolled_discriminator(
+            self.discriminator, getattr(optimizer, "optimizer", optimizer),
+            lambda d: self.discriminator_loss(d(real), d(unrolled_fake)), steps)
 
     # ------------------------------------------------------------------- logging
     def log_to_loggers(self, metrics: dict[str, Tensor]) -> None:

@@ -26,6 +26,8 @@ class MinimaxGAN(GANModule):
     targets stay 0.
     """
 
+    decision_threshold = 0.0  # logit 0 is D(x) = 1/2
+
     def __init__(self, *args, real_label: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         require(0 < real_label <= 1, "model.real_label", real_label, "a number in (0, 1]")
@@ -75,6 +77,13 @@ class LSGAN(GANModule):
         self.fake_target = fake_target
         self.real_target = real_target
         self.generator_target = generator_target
+
+    @property
+    def decision_threshold(self) -> float | None:
+        """Halfway between the two targets (when real's target is the larger one)."""
+        if self.real_target > self.fake_target:
+            return (self.real_target + self.fake_target) / 2
+        return None
 
     def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         return 0.5 * ((real_logits - self.real_target) ** 2).mean() + 0.5 * (

@@ -16,6 +16,8 @@ class HingeGAN(GANModule):
     (``spectral_norm: true``) as SNGAN and BigGAN do.
     """
 
+    decision_threshold = 0.0  # the hinge's margins are +1 (real) and -1 (fake)
+
     def discriminator_loss(self, real_logits: Tensor, fake_logits: Tensor) -> Tensor:
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
 

@@ -1,0 +1,265 @@
+"""A stability monitor: the numbers that show a GAN run going wrong, and alarms when it does."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+
+from lit_gan.callbacks.checkpoint import GeneratorCheckpoint
+from lit_gan.callbacks.evaluation import Evaluation
+from lit_gan.callbacks.output import run_directory
+from lit_gan.errors import require
+
+
+class StabilityAlarm(UserWarning):
+    """Warning category of the monitor's alarms (filter or catch it like any warning)."""
+
+
+def mean_pairwise_distance(x: Tensor) -> Tensor:
+    """Mean Euclidean distance between distinct samples of a batch."""
+    return torch.pdist(x.flatten(1).float()).mean()
+
+
+@torch.no_grad()
+def spectral_norms(network: nn.Module) -> dict[str, Tensor]:
+    """Largest singular value of every linear and conv layer's weight (reshaped to a matrix, as SNGAN does).
+
+    The network is read in eval mode, so spectral-norm parametrisations do
+    not run (and change) their power iteration.
+    """
+    was_training = network.training
+    network.eval()
+    try:
+        return {
+            name: torch.linalg.matrix_norm(module.weight.flatten(1).float(), ord=2)
+            for name, module in network.named_modules()
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))
+        }
+    finally:
+        network.train(was_training)
+
+
+class StabilityMonitor(Callback):
+    """Watches a run every ``every_n_generator_steps`` generator iterations (default: the logging cadence).
+
+    Logs ``monitor/diversity`` (mean pairwise distance of ``num_samples``
+    samples from fixed noise, divided by that of real batches: near 1 when G
+    is as varied as the data, near 0 when it collapses) and the spectral norm
+    of each of D's layers (``monitor/spectral_norm/<layer>`` and their max).
+    The module logs the rest at the same cadence: D and G gradient norms, D's
+    accuracy on real and fake, the Wasserstein estimate.
+
+    Alarms go to the console (a :class:`StabilityAlarm` warning), to W&B (an
+    alert and ``monitor/alarms``) and to ``alarms.json`` in the run directory:
+
+    - ``non_finite``: a NaN or infinite loss in any iteration, or parameter.
+      Training stops cleanly; the message names the loss and the generator
+      iteration; checkpoints of the non-finite state are never written, so
+      the last good one survives.
+    - ``collapse``: after ``warmup_generator_steps``, diversity below
+      ``collapse_diversity`` for ``patience`` checks in a row, or (on data
+      with known modes) an evaluation whose samples spread over fewer than
+      ``collapse_coverage`` of the modes: ``exp(-reverse KL)``, the share of
+      equally used modes with the same entropy.
+      Training goes on unless ``stop_on_collapse``.
+    - ``discriminator_wins``: D's accuracy on both real and fake at least
+      ``win_accuracy`` for ``win_generator_steps`` generator iterations on end.
+    """
+
+    def __init__(
+        self,
+        every_n_generator_steps: Optional[int] = None,
+        num_samples: int = 256,
+        seed: int = 4321,
+        warmup_generator_steps: int = 500,
+        collapse_diversity: float = 0.1,
+        collapse_coverage: float = 0.5,
+        patience: int = 3,
+        win_accuracy: float = 0.99,
+        win_generator_steps: int = 1000,
+        stop_on_collapse: bool = False,
+    ):
+        require(every_n_generator_steps is None or every_n_generator_steps >= 1, "stability.every_n_generator_steps",
+                every_n_generator_steps, "null (the logging cadence) or an integer >= 1")
+        require(num_samples >= 2, "stability.num_samples", num_samples, "an integer >= 2")
+        require(warmup_generator_steps >= 0, "stability.warmup_generator_steps", warmup_generator_steps,
+                "an integer >= 0")
+        require(collapse_diversity >= 0, "stability.collapse_diversity", collapse_diversity, "a ratio >= 0")
+        require(0 <= collapse_coverage <= 1, "stability.collapse_coverage", collapse_coverage, "a fraction in [0, 1]")
+        require(patience >= 1, "stability.patience", patience, "an integer >= 1")
+        require(0 < win_accuracy <= 1, "stability.win_accuracy", win_accuracy, "an accuracy in (0, 1]")
+        require(win_generator_steps >= 1, "stability.win_generator_steps", win_generator_steps, "an integer >= 1")
+        self.every_n_generator_steps = every_n_generator_steps
+        self.num_samples = num_samples
+        self.seed = seed
+        self.warmup_generator_steps = warmup_generator_steps
+        self.collapse_diversity = collapse_diversity
+        self.collapse_coverage = collapse_coverage
+        self.patience = patience
+        self.win_accuracy = win_accuracy
+        self.win_generator_steps = win_generator_steps
+        self.stop_on_collapse = stop_on_collapse
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        generator = torch.Generator().manual_seed(self.seed)
+        self.noise = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=generator)
+        self.window: list[tuple[int, dict[str, Tensor]]] = []
+        self.real_diversity: float | None = None
+        self.low_diversity_checks = 0
+        self.win_since: int | None = None
+        self.active: set[str] = set()  # alarms raised and not yet cleared, so each episode is reported once
+        self.alarms: list[dict] = []
+        self.last_checked_step: int | None = None
+
+    def cadence(self, trainer: pl.Trainer) -> int:
+        return self.every_n_generator_steps or max(trainer.log_every_n_steps, 1)
+
+    # ----------------------------------------------------------------- hooks
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.iteration = pl_module.generator_step + 1  # the generator iteration this batch belongs to
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = pl_module.generator_step
+        self.window.append((self.iteration, pl_module.step_losses))
+        if step % self.cadence(trainer) or step == self.last_checked_step or step == 0:
+            return
+        self.last_checked_step = step
+        if not self.check_finite(trainer, pl_module):
+            return
+        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+        values = self.measure(pl_module, real)
+        self.check_collapse(trainer, pl_module, values["monitor/diversity"])
+        self.check_discriminator_wins(trainer, pl_module)
+        values["monitor/alarms"] = len(self.alarms)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({**values, "generator_step": step}, step=step)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not pl_module.diverged:
+            self.check_finite(trainer, pl_module)
+
+    # ------------------------------------------------------------------ checks
+    def check_finite(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
+        """One host sync for every loss since the last check and every parameter."""
+        window, self.window = self.window, []
+        losses = [torch.stack(list(l.values())).float() for _, l in window if l]
+        parameters = [p.detach() for p in pl_module.parameters()]
+        finite = torch.stack([torch.isfinite(torch.cat(losses)).all() if losses else torch.tensor(True),
+                              *[torch.isfinite(p).all() for p in parameters]]).all()
+        if bool(finite):
+            return True
+        message = None
+        for iteration, step_losses in window:
+            bad = [name for name, value in step_losses.items() if not bool(torch.isfinite(value))]
+            if bad:
+                message = f"{bad[0]} became {float(step_losses[bad[0]])} at generator iteration {iteration}"
+                break
+        if message is None:
+            names = [n for n, p in pl_module.named_parameters() if not bool(torch.isfinite(p).all())]
+            message = f"parameter {names[0]} became non-finite by generator iteration {pl_module.generator_step}"
+        pl_module.diverged = message
+        checkpoint = next((c for c in trainer.callbacks if isinstance(c, GeneratorCheckpoint)), None)
+        last = checkpoint.directory(trainer) / "last.ckpt" if checkpoint is not None else None
+        kept = (f"the last good checkpoint, {last}, is kept" if last is not None and last.exists()
+                else "no checkpoint had been written before this")
+        self.raise_alarm(trainer, pl_module, "non_finite",
+                         f"Training stopped: {message}. This state is not checkpointed; {kept}. Lower the "
+                         "learning rates, add a gradient penalty, or check the data for NaN.", stop=True)
+        return False
+
+    def measure(self, pl_module: pl.LightningModule, real: Tensor) -> dict[str, float]:
+        real_diversity = float(mean_pairwise_distance(real))
+        # A running mean over checks: one batch's estimate is noisy.
+        n = getattr(self, "_real_checks", 0) + 1
+        self._real_checks = n
+        self.real_diversity = real_diversity if self.real_diversity is None else (
+            self.real_diversity + (real_diversity - self.real_diversity) / n)
+        samples = pl_module.generate(self.noise)
+        diversity = float(mean_pairwise_distance(samples)) / max(self.real_diversity, 1e-12)
+        norms = spectral_norms(pl_module.discriminator)
+        values = {"monitor/diversity": diversity}
+        if norms:
+            stacked = torch.stack(list(norms.values())).tolist()
+            values.update({f"monitor/spectral_norm/{name}": v for name, v in zip(norms, stacked)})
+            values["monitor/spectral_norm_max"] = max(stacked)
+        return values
+
+    def check_collapse(self, trainer, pl_module, diversity: float) -> None:
+        step = pl_module.generator_step
+        if step < self.warmup_generator_steps:
+            return
+        self.low_diversity_checks = self.low_diversity_checks + 1 if diversity < self.collapse_diversity else 0
+        reasons = []
+        if self.low_diversity_checks >= self.patience:
+            reasons.append(f"sample diversity is {diversity:.3g} of the data's (alarm below "
+                           f"{self.collapse_diversity} for {self.patience} checks)")
+        evaluation = next((c for c in trainer.callbacks if isinstance(c, Evaluation)), None)
+        latest = evaluation.latest if evaluation is not None else {}
+        num_modes = getattr(trainer.datamodule, "num_modes", None)
+        if latest.get("generator_step") == step and "eval/reverse_kl" in latest and num_modes:
+            # exp(entropy) of the samples' mode histogram = num_modes * exp(-KL(p_gen || uniform)): the number
+            # of equally used modes with the same spread. Unlike the count of modes hit, it does not flag a
+            # run whose samples are still blurry but spread over every mode.
+            effective = num_modes * math.exp(-latest["eval/reverse_kl"])
+            if effective < self.collapse_coverage * num_modes:
+                reasons.append(f"the samples spread over the equivalent of {effective:.1f} of {num_modes} modes "
+                               f"(reverse KL {latest['eval/reverse_kl']:.3g}; alarm below "
+                               f"{self.collapse_coverage:.0%} of the modes)")
+        if not reasons:
+            self.active.discard("collapse")
+        elif "collapse" not in self.active:
+            self.raise_alarm(trainer, pl_module, "collapse",
+                             f"Mode collapse at generator iteration {step}: {'; '.join(reasons)}. Try PacGAN "
+                             "packing, minibatch discrimination, unrolled D or a Wasserstein objective.",
+                             stop=self.stop_on_collapse)
+
+    def check_discriminator_wins(self, trainer, pl_module) -> None:
+        values, step = pl_module.logged_values, pl_module.generator_step
+        if values.get("generator_step") != step or "discriminator/accuracy_real" not in values:
+            return
+        winning = min(values["discriminator/accuracy_real"], values["discriminator/accuracy_fake"]) >= self.win_accuracy
+        if not winning:
+            self.win_since = None
+            self.active.discard("discriminator_wins")
+            return
+        self.win_since = step if self.win_since is None else self.win_since
+        if step - self.win_since >= self.win_generator_steps and "discriminator_wins" not in self.active:
+            self.raise_alarm(trainer, pl_module, "discriminator_wins",
+                             f"The discriminator has won outright since generator iteration {self.win_since} "
+                             f"(accuracy >= {self.win_accuracy} on real and fake up to iteration {step}): G gets "
+                             "little useful gradient. Try a gradient penalty, instance noise, label smoothing or "
+                             "a lower D learning rate.", stop=False)
+
+    # ------------------------------------------------------------------ alarms
+    def raise_alarm(self, trainer: pl.Trainer, pl_module, kind: str, message: str, stop: bool) -> None:
+        self.active.add(kind)
+        self.alarms.append({"alarm": kind, "generator_step": pl_module.generator_step, "message": message})
+        if stop:
+            trainer.should_stop = True
+        rank_zero_warn(f"[lit-gan stability monitor] {message}", category=StabilityAlarm)
+        if not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            logger.log_metrics({"monitor/alarms": len(self.alarms), "generator_step": pl_module.generator_step},
+                               step=pl_module.generator_step)
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                level = wandb.AlertLevel.ERROR if stop else wandb.AlertLevel.WARN
+                logger.experiment.alert(title=f"lit-gan: {kind}", text=message, level=level)
+        directory = run_directory(trainer)
+        directory.mkdir(parents=True, exist_ok=True)
+        temporary = directory / ".alarms.json.tmp"
+        temporary.write_text(json.dumps(self.alarms, indent=1))
+        os.replace(temporary, directory / "alarms.json")

@@ -1,0 +1,147 @@
+"""The stability monitor stops diverged runs, flags collapsed ones, and leaves healthy ones alone."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from lit_gan.callbacks import StabilityAlarm, StabilityMonitor
+from lit_gan.callbacks.monitor import mean_pairwise_distance, spectral_norms
+from lit_gan.cli import main
+from lit_gan.data import GridGaussians
+from lit_gan.nets import MLPDiscriminator
+from lit_gan.objectives import NonSaturatingGAN
+from lit_gan.wandb_offline import find_run_file, read_run
+from tests.conftest import quiet_args
+
+
+class ConstantGenerator(nn.Module):
+    """A generator that ignores z: every sample is the same learned point."""
+
+    def __init__(self, latent_dim: int = 4, dims: int = 2):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.point = nn.Parameter(torch.zeros(dims))
+
+    def forward(self, z):
+        return self.point.expand(z.shape[0], -1) + 0 * z[:, :1]
+
+
+class GridWithNaNBatch(GridGaussians):
+    """The grid, except that batch number ``nan_batch`` (from 1) is all NaN."""
+
+    def __init__(self, nan_batch: int = 7, **kwargs):
+        super().__init__(**kwargs)
+        self.nan_batch = nan_batch
+
+    def train_dataloader(self):
+        def batches():
+            for i, batch in enumerate(super(GridWithNaNBatch, self).train_dataloader(), start=1):
+                yield torch.full_like(batch, float("nan")) if i == self.nan_batch else batch
+
+        return batches()
+
+
+def run(tmp_path, config: str, *args: str):
+    """Train through the CLI and return (cli, alarms raised as warnings, alarms.json)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StabilityAlarm)
+        cli = main(["--config", config, *quiet_args(tmp_path, *args)])
+    raised = [str(w.message) for w in caught if issubclass(w.category, StabilityAlarm)]
+    path = next(tmp_path.glob("lit-gan/*/alarms.json"), None)
+    return cli, raised, json.loads(path.read_text()) if path else []
+
+
+def test_an_absurd_learning_rate_is_stopped_and_the_last_good_checkpoint_survives(tmp_path):
+    cli, raised, alarms = run(
+        tmp_path, "configs/grid/nonsaturating.yaml", "--generator_steps=60",
+        "--model.init_args.lr_d=1e4", "--model.init_args.lr_g=1e4",
+        "--trainer.log_every_n_steps=1", "--checkpoint.every_n_generator_steps=1",
+        "--evaluation.every_n_generator_steps=100",
+    )
+    module = cli.model
+    assert len(raised) == 1 and [a["alarm"] for a in alarms] == ["non_finite"]
+    assert module.diverged is not None and module.generator_step < 60
+    message = raised[0]
+    assert "Training stopped: loss/" in message and "became nan" in message or "became inf" in message
+    iteration = int(message.split("at generator iteration ")[1].split(".")[0])
+    assert iteration <= module.generator_step
+    last = next(tmp_path.glob("lit-gan/*/checkpoints/last.ckpt"))
+    assert str(last) in message
+    checkpoint = torch.load(last, weights_only=False)
+    assert checkpoint["gan_clock"]["generator_step"] < iteration
+    assert all(torch.isfinite(t).all() for t in checkpoint["state_dict"].values())
+    restored = NonSaturatingGAN.load_from_checkpoint(last, generator=module.generator, discriminator=module.discriminator)
+    assert torch.isfinite(restored.generate(torch.randn(10, 16))).all()
+
+
+def test_a_nan_batch_is_reported_with_its_loss_and_generator_iteration(tmp_path):
+    cli, raised, _ = run(
+        tmp_path, "configs/grid/nonsaturating.yaml", "--generator_steps=30",
+        "--data=tests.test_monitor.GridWithNaNBatch", "--data.init_args.nan_batch=7",
+        "--trainer.log_every_n_steps=10", "--evaluation.every_n_generator_steps=100",
+    )
+    assert len(raised) == 1
+    assert "loss/discriminator became nan at generator iteration 7" in raised[0]
+    assert cli.model.generator_step == 10  # the check at iteration 10 stopped it
+
+
+def test_a_generator_that_ignores_z_raises_the_collapse_alarm(tmp_path):
+    cli, raised, alarms = run(
+        tmp_path, "configs/ring/nonsaturating.yaml", "--generator_steps=60",
+        "--model.init_args.generator=tests.test_monitor.ConstantGenerator",
+        "--trainer.log_every_n_steps=10", "--evaluation.every_n_generator_steps=30",
+        "--stability.warmup_generator_steps=20", "--stability.patience=2",
+    )
+    assert [a["alarm"] for a in alarms] == ["collapse"]  # raised once, not at every check
+    assert alarms[0]["generator_step"] == 30
+    assert "sample diversity is 0 of the data's" in raised[0]
+    assert "equivalent of 1.0 of 8 modes" in raised[0]
+    assert cli.model.generator_step == 60  # a warning: training went on
+    run = read_run(find_run_file(next(tmp_path.glob("wandb/offline-run-*"))))
+    assert [(a["title"], a["level"]) for a in run["alerts"]] == [("lit-gan: collapse", "WARN")]
+    checks = [r for r in run["history"] if "monitor/diversity" in r]
+    assert [r["generator_step"] for r in checks] == [10, 20, 30, 40, 50, 60]
+    assert all(r["monitor/diversity"] == 0 for r in checks)
+    assert [r["monitor/alarms"] for r in checks] == [0, 0, 1, 1, 1, 1]
+
+
+def test_a_discriminator_that_wins_outright_is_flagged(tmp_path):
+    _, raised, alarms = run(
+        tmp_path, "configs/ring/nonsaturating.yaml", "--generator_steps=80",
+        "--model.init_args.lr_g=1e-12", "--trainer.log_every_n_steps=5",
+        "--evaluation.every_n_generator_steps=100", "--stability.win_generator_steps=20",
+        "--stability.warmup_generator_steps=1000",
+    )
+    assert [a["alarm"] for a in alarms] == ["discriminator_wins"]
+    assert "The discriminator has won outright since generator iteration" in raised[0]
+
+
+@pytest.mark.slow
+def test_a_healthy_wgan_gp_run_on_the_ring_raises_no_alarm(tmp_path):
+    cli, raised, alarms = run(
+        tmp_path, "configs/ring/wgan_gp.yaml", "--generator_steps=300", "--trainer.log_every_n_steps=25",
+        "--evaluation.every_n_generator_steps=150", "--stability.warmup_generator_steps=150",
+    )
+    assert raised == [] and alarms == []
+    assert cli.model.generator_step == 300
+    monitor = next(c for c in cli.trainer.callbacks if isinstance(c, StabilityMonitor))
+    assert monitor.last_checked_step == 300
+
+
+def test_diversity_and_spectral_norms_measure_what_they_say():
+    points = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]])
+    assert mean_pairwise_distance(points) == pytest.approx((5 + 0 + 5) / 3)
+    d = MLPDiscriminator(width=8, depth=1)
+    with torch.no_grad():
+        d.head.weight.copy_(torch.tensor([[3.0, 4.0, 0, 0, 0, 0, 0, 0]]))
+    assert spectral_norms(d)["head"] == pytest.approx(5.0)
+    sn = MLPDiscriminator(width=8, depth=1, spectral_norm=True)
+    u = sn.head.parametrizations.weight[0]._u.clone()
+    norms = spectral_norms(sn)
+    assert norms["head"] == pytest.approx(1.0, abs=0.05)  # what D computes with: the normalised weight
+    assert torch.equal(sn.head.parametrizations.weight[0]._u, u)  # reading it ran no power iteration

@@ -1,0 +1,290 @@
+"""Each remedy for mode collapse changes exactly what it should, and nothing else."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from lit_gan.data import GridGaussians
+from lit_gan.errors import ConfigError
+from lit_gan.nets import (
+    DCGANDiscriminator,
+    MinibatchDiscrimination,
+    MinibatchStdDev,
+    MLPDiscriminator,
+    MLPGenerator,
+    Packed,
+)
+from lit_gan.objectives import NonSaturatingGAN, optimizer_steps
+from lit_gan.penalties import GradientPenalty, R1Penalty
+from lit_gan.stabilizers import HistoricalAverage, annealed_std, make_ema, unrolled_discriminator, update_ema
+
+
+class Recording(MLPDiscriminator):
+    """An MLP discriminator that remembers the inputs it was given."""
+
+    def features(self, x):
+        self.seen = x
+        return super().features(x)
+
+
+def small_module(**kwargs) -> NonSaturatingGAN:
+    generator = MLPGenerator(latent_dim=4, width=16, depth=2, batch_norm=False)
+    discriminator = kwargs.pop("discriminator", None) or MLPDiscriminator(width=16, depth=2)
+    return NonSaturatingGAN(generator, discriminator, lr_d=1e-3, lr_g=1e-3, **kwargs)
+
+
+def fit(module: NonSaturatingGAN, iterations: int, tmp_path, callbacks=()) -> pl.Trainer:
+    trainer = pl.Trainer(max_steps=optimizer_steps(iterations, module.n_critic), logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, callbacks=list(callbacks))
+    trainer.fit(module, GridGaussians(batch_size=16, seed=0))
+    return trainer
+
+
+# ------------------------------------------------------------------ PacGAN packing
+def test_packing_gives_d_pack_times_the_channels_of_consecutive_samples():
+    inner = Recording(input_shape=(4,), width=8, depth=1)
+    x = torch.randn(6, 2)
+    out = Packed(inner, pack=2)(x)
+    assert out.shape == (3,)
+    assert inner.seen.shape == (3, 4)
+    torch.testing.assert_close(inner.seen[1], torch.cat([x[2], x[3]]))
+
+    images = torch.randn(8, 3, 8, 8)
+    conv = DCGANDiscriminator(resolution=8, channels=9, width=8)
+    packed = Packed(conv, pack=3)
+    assert packed.input_shape == (3, 8, 8)
+    with pytest.raises(ConfigError, match=r"batch of 8 samples .* multiple of Packed.pack=3"):
+        packed(images)
+    assert packed(torch.randn(9, 3, 8, 8)).shape == (3,)
+
+
+def test_packing_rejects_a_discriminator_built_for_the_wrong_channels():
+    with pytest.raises(ConfigError, match=r"Packed.discriminator.input_shape=\[3\].*divisible by pack=2"):
+        Packed(MLPDiscriminator(input_shape=(3,)), pack=2)
+    packed = Packed(MLPDiscriminator(input_shape=(4,)), pack=2)  # built for 2-channel data
+    with pytest.raises(ConfigError, match=r"expected pack x the data's shape \[3\], i.e. \[6\]"):
+        packed(torch.randn(4, 3))
+
+
+def test_gradient_penalties_of_a_packed_discriminator_take_one_norm_per_pack():
+    torch.manual_seed(0)
+    packed = Packed(MLPDiscriminator(input_shape=(4,), width=16, depth=2), pack=2)
+    real = torch.randn(8, 2)
+    x = real.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(packed(x).sum(), x)
+    expected = 0.5 * (grad.reshape(4, 4).norm(dim=1) ** 2).mean()  # R1 over the 4 packed inputs
+    torch.testing.assert_close(R1Penalty(1.0)(packed, real, real), expected)
+    assert torch.isfinite(GradientPenalty(10.0)(packed, real, torch.randn(8, 2)))
+
+
+# --------------------------------------------------------- minibatch discrimination
+def test_minibatch_discrimination_makes_each_output_depend_on_the_rest_of_the_batch():
+    torch.manual_seed(0)
+    d = MinibatchDiscrimination(MLPDiscriminator(width=16, depth=2), num_kernels=7, kernel_dim=3)
+    assert d.head.in_features == 16 + 7 and d.discriminator.head is None
+    x = torch.randn(5, 2)
+    changed = x.clone()
+    changed[4] += 3.0
+    assert not torch.allclose(d(x)[:4], d(changed)[:4])  # sample 4 moved, the others' outputs moved
+    features = d.features(x)
+    same = d.batch_features(features[:1].expand(6, -1))  # six identical samples: 5 neighbours at distance 0
+    torch.testing.assert_close(same, torch.full((6, 7), 5.0))
+
+
+def test_minibatch_discrimination_keeps_spectral_norm_and_survives_a_gradient_penalty():
+    d = MinibatchDiscrimination(MLPDiscriminator(width=16, depth=2, spectral_norm=True), num_kernels=4)
+    assert torch.nn.utils.parametrize.is_parametrized(d.head)
+    penalty = GradientPenalty(10.0)(d, torch.randn(8, 2), torch.randn(8, 2))
+    penalty.backward()  # differentiates the minibatch layer twice
+    assert d.T.grad is not None and torch.isfinite(d.T.grad).all()
+
+
+def test_minibatch_stddev_appends_the_groups_mean_standard_deviation():
+    torch.manual_seed(0)
+    d = MinibatchStdDev(MLPDiscriminator(width=16, depth=2), group_size=2)
+    f = torch.randn(4, 16)
+    extra = d.batch_features(f)
+    # groups are {0, 2} and {1, 3} (sample i is in group i mod n/group)
+    expected_0 = torch.stack([f[0], f[2]]).std(dim=0, unbiased=False).mean()
+    torch.testing.assert_close(extra[0, 0], expected_0, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(extra[2, 0], expected_0, atol=1e-4, rtol=1e-4)
+    assert d.batch_features(f[:1].expand(4, -1)).max() < 1e-3  # a collapsed batch has ~0 spread
+    with pytest.raises(ConfigError, match="multiple of MinibatchStdDev.group_size=2"):
+        d(torch.randn(3, 2))
+
+
+# -------------------------------------------------------------- feature matching
+def test_feature_matching_loss_is_the_distance_between_mean_features():
+    module = small_module(feature_matching=True)
+    real, fake = torch.randn(10, 2), torch.randn(10, 2, requires_grad=True)
+    loss = module.feature_matching_loss(real, fake)
+    d = module.discriminator
+    expected = ((d.features(real).mean(0) - d.features(fake).mean(0)) ** 2).sum()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert fake.grad is not None
+    assert module.feature_matching_loss(real, real) == 0
+
+
+def test_feature_matching_needs_features_and_excludes_unrolling():
+    class NoFeatures(nn.Module):
+        def forward(self, x):
+            return x.sum(1)
+
+    with pytest.raises(ConfigError, match="model.feature_matching=True is not valid"):
+        small_module(discriminator=NoFeatures(), feature_matching=True)
+    with pytest.raises(ConfigError, match="model.unrolled_steps=3 is not valid"):
+        small_module(feature_matching=True, unrolled_steps=3)
+
+
+# ------------------------------------------------------------------ unrolled D
+def adam_with_state(d: nn.Module, loss_fn) -> torch.optim.Adam:
+    optimizer = torch.optim.Adam(d.parameters(), lr=1e-2, betas=(0.5, 0.9))
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss_fn(d).backward()
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return optimizer
+
+
+def test_unrolling_leaves_the_real_discriminator_and_its_optimizer_untouched():
+    torch.manual_seed(0)
+    module = small_module(discriminator=MLPDiscriminator(width=16, depth=2, spectral_norm=True))
+    d = module.discriminator
+    real, fake = torch.randn(16, 2), module.generator(torch.randn(16, 4))
+    optimizer = adam_with_state(d, lambda d: module.discriminator_loss(d(real), d(fake.detach())))
+    params = copy.deepcopy(d.state_dict())  # parameters and spectral-norm buffers
+    state = copy.deepcopy(optimizer.state_dict())
+
+    unrolled = unrolled_discriminator(d, optimizer, lambda u: module.discriminator_loss(u(real), u(fake)), 5)
+    module.generator_loss(unrolled(fake)).backward()
+
+    for key, value in d.state_dict().items():
+        assert torch.equal(value, params[key]), key
+    assert all(p.grad is None for p in d.parameters())
+    for index, entry in optimizer.state_dict()["state"].items():
+        for name, value in entry.items():
+            assert torch.equal(value, state["state"][index][name])
+    assert all(p.grad is not None for p in module.generator.parameters())
+
+
+def test_one_unrolled_step_is_one_adam_step_and_the_look_ahead_changes_gs_gradient():
+    torch.manual_seed(0)
+    module = small_module()
+    d = module.discriminator
+    real, z = torch.randn(16, 2), torch.randn(16, 4)
+    fake = module.generator(z).detach()
+    optimizer = adam_with_state(d, lambda d: module.discriminator_loss(d(real), d(fake)))
+    stepped = copy.deepcopy(d)
+    reference = torch.optim.Adam(stepped.parameters(), lr=1e-2, betas=(0.5, 0.9))
+    reference.load_state_dict(copy.deepcopy(optimizer.state_dict()))
+    module.discriminator_loss(stepped(real), stepped(fake)).backward()
+    reference.step()
+    one = unrolled_discriminator(d, optimizer, lambda u: module.discriminator_loss(u(real), u(fake)), 1)
+    torch.testing.assert_close(one(real), stepped(real), atol=1e-6, rtol=1e-5)
+
+    def generator_gradient(steps: int) -> torch.Tensor:
+        module.generator.zero_grad()
+        fake = module.generator(z)
+        u = unrolled_discriminator(d, optimizer, lambda u: module.discriminator_loss(u(real), u(fake)), steps)
+        module.generator_loss(u(fake)).backward()
+        return torch.cat([p.grad.flatten() for p in module.generator.parameters()])
+
+    plain = generator_gradient(0)
+    module.generator.zero_grad()
+    module.generator_loss(d(module.generator(z))).backward()
+    torch.testing.assert_close(plain, torch.cat([p.grad.flatten() for p in module.generator.parameters()]))
+    assert not torch.allclose(generator_gradient(5), plain, rtol=1e-3, atol=1e-6)
+
+
+# ------------------------------------------------------------------------- EMA
+def test_ema_moves_only_a_copy_of_g_by_one_minus_decay():
+    generator = MLPGenerator(latent_dim=4, width=8, depth=1)
+    ema = make_ema(generator)
+    before_g = copy.deepcopy(generator.state_dict())
+    before_ema = [p.clone() for p in ema.parameters()]
+    with torch.no_grad():
+        for p in generator.parameters():
+            p.add_(1.0)
+    after_g = copy.deepcopy(generator.state_dict())
+    update_ema(ema, generator, decay=0.9)
+    for key, value in generator.state_dict().items():
+        assert torch.equal(value, after_g[key])
+    for e, old, new in zip(ema.parameters(), before_ema, generator.parameters()):
+        torch.testing.assert_close(e, 0.9 * old + 0.1 * new)
+        assert not e.requires_grad
+    assert any(not torch.equal(before_g[k], after_g[k]) for k in before_g)
+
+
+def test_training_with_ema_keeps_it_out_of_the_optimizers_and_scores_it(tmp_path):
+    from lit_gan.callbacks import Evaluation
+
+    torch.manual_seed(0)
+    module = small_module(ema_decay=0.9, ema_start=3)
+    trainer = fit(module, 8, tmp_path, [Evaluation(every_n_generator_steps=4, num_samples=200, plot=False)])
+    optimized = {id(p) for opt in trainer.optimizers for group in opt.param_groups for p in group["params"]}
+    assert not optimized & {id(p) for p in module.generator_ema.parameters()}
+    assert not all(torch.equal(a, b) for a, b in zip(module.generator_ema.parameters(), module.generator.parameters()))
+    rows = json.loads((tmp_path / "evaluation.json").read_text())
+    assert [r["generator_step"] for r in rows] == [0, 4, 8]
+    assert {"eval/modes", "eval_ema/modes", "eval_ema/reverse_kl"} <= set(rows[-1])
+    assert rows[0]["eval/reverse_kl"] == rows[0]["eval_ema/reverse_kl"]  # identical at step 0
+    z = torch.randn(10, 4)
+    assert not torch.allclose(module.generate(z), module.generate(z, ema=True))
+
+
+# --------------------------------------------------------------- historical averaging
+def test_historical_average_penalty_is_zero_at_the_running_mean_of_all_past_parameters():
+    network = nn.Linear(3, 2)
+    history = [copy.deepcopy(list(network.parameters()))]
+    average = HistoricalAverage(network)
+    assert average.penalty(network) == 0
+    for _ in range(4):
+        with torch.no_grad():
+            for p in network.parameters():
+                p.add_(torch.randn_like(p))
+        average.update(network)
+        history.append(copy.deepcopy(list(network.parameters())))
+    means = [torch.stack(ps).mean(0) for ps in zip(*history)]
+    for m, expected in zip(average.means(), means):
+        torch.testing.assert_close(m, expected)
+    expected_penalty = sum(((p - m) ** 2).sum() for p, m in zip(network.parameters(), means))
+    torch.testing.assert_close(average.penalty(network), expected_penalty)
+    with torch.no_grad():
+        for p, m in zip(network.parameters(), average.means()):
+            p.copy_(m)
+    assert average.penalty(network) == 0
+
+
+def test_historical_averaging_penalises_both_players_and_is_saved(tmp_path):
+    module = small_module(historical_averaging=0.5)
+    fit(module, 3, tmp_path)
+    assert module.historical_average_d.count == 4 and module.historical_average_g.count == 4
+    assert {"penalty/historical_average", "penalty/historical_average_generator"} <= set(module.step_losses)
+    assert module.step_losses["penalty/historical_average"] > 0
+    state = module.state_dict()
+    assert "historical_average_d.mean_0" in state and "historical_average_g.count" in state
+
+
+# ------------------------------------------------------------------ instance noise
+def test_instance_noise_anneals_linearly_to_zero():
+    assert [annealed_std(0.2, s, 4) for s in (0, 1, 2, 4, 10)] == pytest.approx([0.2, 0.15, 0.1, 0.0, 0.0])
+
+
+def test_instance_noise_reaches_d_inputs_until_annealed(tmp_path):
+    module = small_module(instance_noise=0.5, instance_noise_steps=2, discriminator=Recording(width=16, depth=2))
+    x = torch.zeros(64, 2)
+    module.generator_step = 0
+    assert module.with_instance_noise(x).std() == pytest.approx(0.5, rel=0.2)
+    module.generator_step = 1
+    assert module.with_instance_noise(x).std() == pytest.approx(0.25, rel=0.2)
+    module.generator_step = 2
+    assert module.with_instance_noise(x) is x

@@ -1,12 +1,15 @@
 """Train many configs (x seeds) through ``train.py`` and tabulate their final evaluation.
 
-    python -m lit_gan.study --configs configs/ring/*.yaml configs/grid/*.yaml \
-        --generator_steps 5000 --seeds 0 --jobs 2 --out docs/results/objectives
+    python -m lit_gan.study --suite toy --jobs 2          # a suite from configs/studies/
+    python -m lit_gan.study --configs configs/ring/*.yaml --seeds 0 1 2 --generator_steps 5000
 
 Each run is a separate ``train.py`` process (its own W&B run under
-``--runs_dir``); ``--jobs`` runs that many at once with one torch thread each.
-Writes ``runs.csv`` (one row per run), ``table.md`` (one row per config) and
-``samples.png`` (the final samples of every run) into ``--out``.
+``--runs_dir``, grouped in W&B by the study's name); ``--jobs`` runs that
+many at once with one torch thread each. Writes into ``--out``:
+``runs.csv`` (one row per run), ``table.md`` (mean ± standard error over
+seeds per config, with the published rows for the same benchmark from
+``docs/reference/``), ``samples.png`` (the final samples of every run) and
+``coverage.png`` (modes and reverse KL against generator iterations).
 
 Resumable: ``runs.csv`` is rewritten as each run finishes, and a rerun skips
 every cell (config, seed, length) already there whose config files (the YAML
@@ -29,6 +32,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = ROOT / "configs" / "studies"
+REFERENCES = ROOT / "docs" / "reference"
+# Benchmark (the config's folder) -> published rows to set beside it: (file, column, value).
+PUBLISHED = {
+    "ring": ("toy2d.csv", "dataset", "ring8"),
+    "grid": ("toy2d.csv", "dataset", "grid25"),
+    "stacked_digits": ("stacked_mnist.csv", None, None),
+}
 
 FIXED = ("config", "seed", "generator_steps", "fingerprint", "seconds", "run_dir", "alarms")
 TEXT = ("config", "fingerprint", "run_dir", "alarms")
@@ -76,28 +89,27 @@ def write_csv(rows: list[dict], path: Path) -> None:
     os.replace(temporary, path)
 
 
-def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threads: int) -> dict:
+def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threads: int, group: str) -> dict:
     command = [
         sys.executable, "train.py", "--config", str(config),
         f"--generator_steps={generator_steps}", f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
         "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={runs_dir}",
+        f"--trainer.logger.init_args.group={group}", f"--trainer.logger.init_args.job_type={Path(config).stem}",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_SILENT": "true"}
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    run_dir = Path(re.search(r"^Run directory: (\S+)", result.stdout, re.M).group(1))
+    run_dir = ROOT / re.search(r"^Run directory: (\S+)", result.stdout, re.M).group(1)
     final = json.loads((run_dir / "evaluation.json").read_text())[-1]
-    alarms_file = run_dir / "alarms.json"
-    alarms = json.loads(alarms_file.read_text()) if alarms_file.is_file() else []
     return {
         "config": str(config), "seed": seed, "generator_steps": final["generator_step"],
         "fingerprint": config_fingerprint(config),
         **{k.removeprefix("eval/"): v for k, v in final.items() if k.startswith("eval/")},
         **{"ema_" + k.removeprefix("eval_ema/"): v for k, v in final.items() if k.startswith("eval_ema/")},
-        "alarms": " ".join(sorted({a["alarm"] for a in alarms})),
+        "alarms": alarm_names(run_dir),
         "seconds": round(seconds, 1), "run_dir": str(run_dir),
     }
 
@@ -112,20 +124,96 @@ def mean_and_error(values: list[float]) -> str:
     return f"{mean:.3g} ± {error:.2g}"
 
 
+def benchmark(config: str) -> str:
+    """The benchmark a config trains on: its folder under configs/ (ring, grid, stacked_digits ...)."""
+    return Path(config).parent.name
+
+
+def published_rows(name: str) -> list[dict]:
+    """Published rows for a benchmark from docs/reference/, in our column names."""
+    if name not in PUBLISHED:
+        return []
+    file, column, value = PUBLISHED[name]
+    with open(REFERENCES / file, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if column is None or r[column] == value]
+    out = []
+    for r in rows:
+        cells = {}
+        for ours, theirs in (("modes", "modes"), ("high_quality_pct", "high_quality_pct"), ("reverse_kl", "reverse_kl"),
+                             ("reverse_kl", "kl")):
+            if r.get(f"{theirs}_mean"):
+                error = r.get(f"{theirs}_err")
+                cells[ours] = r[f"{theirs}_mean"] + (f" ± {error}" if error else "")
+        out.append({"name": f"{r['source']}: {r['method']}", "trials": r.get("trials") or "", **cells})
+    return out
+
+
+def alarm_names(run_dir: Path) -> str:
+    """The stability monitor's alarms in a run (from its alarms.json), space-separated."""
+    path = Path(run_dir) / "alarms.json"
+    return " ".join(sorted({a["alarm"] for a in json.loads(path.read_text())})) if path.is_file() else ""
+
+
 def write_outputs(rows: list[dict], out: Path) -> None:
+    for row in rows:
+        if "alarms" not in row and Path(row["run_dir"]).is_dir():
+            row["alarms"] = alarm_names(row["run_dir"])
     write_csv(rows, out / "runs.csv")
-    scores = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in FIXED]
-    lines = ["| config | seeds | generator iterations | " + " | ".join(scores) + " | alarms | seconds per run |",
-             "|---|---|---|" + "---|" * len(scores) + "---|---|"]
-    for config in dict.fromkeys(r["config"] for r in rows):
-        group = [r for r in rows if r["config"] == config]
-        cells = " | ".join(mean_and_error([r[k] for r in group]) if all(k in r for r in group) else "" for k in scores)
-        alarms = sum(bool(r.get("alarms")) for r in group)
-        seconds = sum(r["seconds"] for r in group) / len(group)
-        lines.append(f"| `{config}` | {len(group)} | {group[0]['generator_steps']:.0f} | {cells} | "
-                     f"{alarms}/{len(group)} | {seconds:.0f} |")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+    scores = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in FIXED and k != "seed"]
+    lines = []
+    for name in dict.fromkeys(benchmark(r["config"]) for r in rows):
+        bench = [r for r in rows if benchmark(r["config"]) == name]
+        columns = [k for k in scores if any(k in r for r in bench)]
+        lines += [f"### {name}", "",
+                  "| config | seeds | generator iterations | " + " | ".join(columns) + " | alarms | seconds per run |",
+                  "|---|---|---|" + "---|" * len(columns) + "---|---|"]
+        for config in dict.fromkeys(r["config"] for r in bench):
+            group = [r for r in bench if r["config"] == config]
+            cells = " | ".join(mean_and_error([r[k] for r in group]) if all(k in r for r in group) else ""
+                               for k in columns)
+            alarms = sum(bool(r.get("alarms")) for r in group)
+            seconds = sum(r["seconds"] for r in group) / len(group)
+            lines.append(f"| `{config}` | {len(group)} | {group[0]['generator_steps']:.0f} | {cells} | "
+                         f"{alarms}/{len(group)} | {seconds:.0f} |")
+        for ref in published_rows(name):
+            cells = " | ".join(ref.get(k, "") for k in columns)
+            lines.append(f"| *{ref['name']}* (published) | {ref['trials']} | | {cells} | | |")
+        lines.append("")
+    (out / "table.md").write_text("\n".join(lines))
     plot_final_samples(rows, out / "samples.png")
+    plot_coverage(rows, out / "coverage.png")
+
+
+def plot_coverage(rows: list[dict], path: Path) -> None:
+    """Modes and reverse KL against generator iterations, mean over seeds, one column per benchmark."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    benchmarks = list(dict.fromkeys(benchmark(r["config"]) for r in rows))
+    fig, axes = plt.subplots(2, len(benchmarks), figsize=(6 * len(benchmarks), 7), squeeze=False)
+    for column, name in enumerate(benchmarks):
+        bench = [r for r in rows if benchmark(r["config"]) == name]
+        for config in dict.fromkeys(r["config"] for r in bench):
+            curves: dict[int, list[dict]] = {}
+            for r in (r for r in bench if r["config"] == config):
+                history = Path(r["run_dir"]) / "evaluation.json"
+                for point in json.loads(history.read_text()) if history.is_file() else []:
+                    curves.setdefault(point["generator_step"], []).append(point)
+            steps = sorted(curves)
+            for row, key in enumerate(("eval/modes", "eval/reverse_kl")):
+                values = [sum(p[key] for p in curves[s]) / len(curves[s]) for s in steps if key in curves[s][0]]
+                if values:
+                    axes[row, column].plot(steps[: len(values)], values, marker=".", label=Path(config).stem)
+        axes[0, column].set_title(f"{name}: modes covered (mean over seeds)")
+        axes[1, column].set_title(f"{name}: reverse KL (mean over seeds)")
+        axes[1, column].set_yscale("log")
+        axes[1, column].set_xlabel("generator iterations")
+        axes[0, column].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_final_samples(rows: list[dict], path: Path) -> None:
@@ -140,7 +228,7 @@ def plot_final_samples(rows: list[dict], path: Path) -> None:
     for ax in axes.flat:
         ax.axis("off")
     for ax, row in zip(axes.flat, rows):
-        pictures = sorted((Path(row["run_dir"]) / "samples").glob("*.png"))
+        pictures = sorted(p for p in (Path(row["run_dir"]) / "samples").glob("*.png") if "_ema" not in p.name)
         if pictures:
             ax.imshow(plt.imread(pictures[-1]))
             ax.set_title(f"{Path(row['config']).parent.name}/{Path(row['config']).stem} seed {row['seed']:.0f}",
@@ -150,28 +238,50 @@ def plot_final_samples(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def load_suite(name: str, parser: argparse.ArgumentParser) -> dict:
+    """A suite file: ``name``, ``configs`` (paths from the repository root), ``seeds``, ``generator_steps``."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else SUITES / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in SUITES.glob("*.yaml")))
+        parser.error(f"--suite={name} is not valid: expected one of {known} or a suite YAML file")
+    suite = yaml.safe_load(path.read_text())
+    suite.setdefault("name", path.stem)
+    return suite
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", type=Path, required=True)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--generator_steps", type=int, default=5000)
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=Path("outputs/study"), help="where the table, CSV and plot go")
+    parser.add_argument("--suite", help=f"a suite: a name in {SUITES.relative_to(ROOT)}/ "
+                        f"({', '.join(sorted(p.stem for p in SUITES.glob('*.yaml')))}) or a YAML file")
+    parser.add_argument("--configs", nargs="+", type=Path, help="configs to train (instead of, or on top of, a suite)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: the suite's, else 0")
+    parser.add_argument("--generator_steps", type=int, help="default: the suite's, else 5000")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs torch threads)")
+    parser.add_argument("--name", help="the study's name: its W&B group (default: the suite's name, else 'study')")
+    parser.add_argument("--out", type=Path, help="where the table, CSV and plots go (default: outputs/studies/NAME)")
     parser.add_argument("--runs_dir", type=Path, default=Path("outputs/study-runs"), help="where each run's files go")
     args = parser.parse_args(argv)
-    missing = [str(c) for c in args.configs if not c.is_file()]
+    suite = load_suite(args.suite, parser) if args.suite else {}
+    args.configs = [Path(c) for c in suite.get("configs", [])] + (args.configs or [])
+    args.seeds = args.seeds or suite.get("seeds", [0])
+    args.generator_steps = args.generator_steps or suite.get("generator_steps", 5000)
+    args.name = args.name or suite.get("name", "study")
+    args.out = args.out or Path("outputs/studies") / args.name
+    if not args.configs:
+        parser.error("give --suite or --configs")
+    missing = [str(c) for c in args.configs if not (ROOT / c).is_file()]
     if missing:
         parser.error(f"--configs: no such file(s): {', '.join(missing)}")
     args.out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     cells = [(config, seed) for config in args.configs for seed in args.seeds]
-    keys = [(str(c), s, args.generator_steps, config_fingerprint(c)) for c, s in cells]
+    keys = [(str(c), s, args.generator_steps, config_fingerprint(ROOT / c)) for c, s in cells]
     finished = {cell_key(row): row for row in read_rows(args.out / "runs.csv")}
     results = {key: finished[key] for key in keys if key in finished}
     if results:
         print(f"Skipping {len(results)} finished run(s) found in {args.out / 'runs.csv'}")
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {key: pool.submit(run_one, c, s, args.generator_steps, args.runs_dir, threads)
+        futures = {key: pool.submit(run_one, c, s, args.generator_steps, args.runs_dir.resolve(), threads, args.name)
                    for key, (c, s) in zip(keys, cells) if key not in results}
         for key, future in futures.items():
             results[key] = future.result()
@@ -179,7 +289,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             write_csv([results[k] for k in keys if k in results], args.out / "runs.csv")
     rows = [results[key] for key in keys]
     write_outputs(rows, args.out)
-    print(f"Wrote {args.out / 'runs.csv'}, {args.out / 'table.md'}, {args.out / 'samples.png'}")
+    print(f"Wrote {args.out / 'runs.csv'}, {args.out / 'table.md'}, {args.out / 'samples.png'}, "
+          f"{args.out / 'coverage.png'}")
     return rows
 
 

@@ -14,7 +14,7 @@ from tests.conftest import ROOT, quiet_args
 
 EXPERIMENTS = sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml")
-    if p.parent.name not in ("nets", "data")
+    if p.parent.name not in ("nets", "data", "studies")
 )
 FRAGMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.yaml")
                    if p.parent.name in ("nets", "data"))

@@ -102,9 +102,9 @@ def test_a_generator_that_ignores_z_raises_the_collapse_alarm(tmp_path):
     assert "sample diversity is 0 of the data's" in raised[0]
     assert "equivalent of 1.0 of 8 modes" in raised[0]
     assert cli.model.generator_step == 60  # a warning: training went on
-    run = read_run(find_run_file(next(tmp_path.glob("wandb/offline-run-*"))))
-    assert [(a["title"], a["level"]) for a in run["alerts"]] == [("lit-gan: collapse", "WARN")]
-    checks = [r for r in run["history"] if "monitor/diversity" in r]
+    logged = read_run(find_run_file(next(tmp_path.glob("wandb/offline-run-*"))))
+    assert [(a["title"], a["level"]) for a in logged["alerts"]] == [("lit-gan: collapse", "WARN")]
+    checks = [r for r in logged["history"] if "monitor/diversity" in r]
     assert [r["generator_step"] for r in checks] == [10, 20, 30, 40, 50, 60]
     assert all(r["monitor/diversity"] == 0 for r in checks)
     assert [r["monitor/alarms"] for r in checks] == [0, 0, 1, 1, 1, 1]

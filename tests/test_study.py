@@ -5,23 +5,31 @@ from __future__ import annotations
 import pytest
 
 from lit_gan.study import config_fingerprint, main, read_rows
+from lit_gan.wandb_offline import find_run_file, read_run
 
 
 @pytest.mark.slow
-def test_study_writes_table_and_skips_finished_runs(tmp_path, capsys):
-    args = ["--configs", "configs/ring/nonsaturating.yaml", "configs/ring/lsgan.yaml", "--generator_steps", "3",
-            "--jobs", "2", "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")]
+def test_quick_suite_writes_table_and_plots_and_a_rerun_skips_finished_cells(tmp_path, capsys):
+    args = ["--suite", "quick", "--jobs", "2", "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")]
     rows = main(args)
-    assert [r["config"] for r in rows] == ["configs/ring/nonsaturating.yaml", "configs/ring/lsgan.yaml"]
-    assert all(r["generator_steps"] == 3 and 0 <= r["modes"] <= 8 for r in rows)
+    configs = ["configs/ring/nonsaturating.yaml", "configs/grid/nonsaturating.yaml", "configs/grid/ns_pacgan2.yaml"]
+    assert [(r["config"], r["seed"]) for r in rows] == [(c, s) for c in configs for s in (0, 1)]
+    assert all(r["generator_steps"] == 200 for r in rows)
+    assert all(0 <= r["modes"] <= 8 for r in rows[:2]) and all(0 <= r["modes"] <= 25 for r in rows[2:])
+    assert rows[0]["reverse_kl"] != rows[1]["reverse_kl"]  # the seed reaches the run
     table = (tmp_path / "out" / "table.md").read_text()
-    assert "`configs/ring/lsgan.yaml` | 1 | 3 |" in table
-    assert (tmp_path / "out" / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    assert "### ring" in table and "### grid" in table
+    assert "| `configs/grid/ns_pacgan2.yaml` | 2 | 200 |" in table
+    assert "*PacGAN Table 1: PacGAN2* (published) | 10 | | 23.8 ± 0.7 | 91.3 ± 0.8 | 0.13 ± 0.04 |" in table
+    for plot in ("samples.png", "coverage.png"):
+        assert (tmp_path / "out" / plot).read_bytes()[:4] == b"\x89PNG"
+    config = read_run(find_run_file(next((tmp_path / "runs" / "wandb").glob("offline-run-*"))))["config"]
+    assert config["trainer"]["logger"]["init_args"]["group"] == "quick"  # grouped by study in W&B
     capsys.readouterr()
     again = main(args)
-    assert "Skipping 2 finished run(s)" in capsys.readouterr().out
+    assert "Skipping 6 finished run(s)" in capsys.readouterr().out
     assert [r["run_dir"] for r in again] == [r["run_dir"] for r in rows]
-    assert len(read_rows(tmp_path / "out" / "runs.csv")) == 2
+    assert len(read_rows(tmp_path / "out" / "runs.csv")) == 6
 
 
 def test_fingerprint_follows_content_not_comments(tmp_path):
@@ -34,3 +42,20 @@ def test_fingerprint_follows_content_not_comments(tmp_path):
     assert config_fingerprint(config) == before
     (tmp_path / "nets" / "g.yaml").write_text("class_path: G\ninit_args: {width: 16}\n")
     assert config_fingerprint(config) != before
+
+
+def test_table_gives_mean_and_standard_error_over_seeds(tmp_path):
+    from lit_gan.study import write_outputs
+
+    def row(config, seed, modes, kl, alarms=""):
+        return {"config": config, "seed": seed, "generator_steps": 100, "fingerprint": "f", "modes": modes,
+                "reverse_kl": kl, "alarms": alarms, "seconds": 10.0, "run_dir": str(tmp_path / "none")}
+
+    rows = [row("a.yaml", 0, 20, 0.1), row("a.yaml", 1, 22, 0.3, "collapse"), row("a.yaml", 2, 24, 0.2),
+            row("b.yaml", 0, 8, 1.5)]
+    write_outputs(rows, tmp_path)
+    table = (tmp_path / "table.md").read_text().splitlines()
+    # modes: mean 22, sample std 2, standard error 2/sqrt(3) = 1.2; KL: mean 0.2, se 0.1/sqrt(3) = 0.058
+    assert table[4] == "| `a.yaml` | 3 | 100 | 22 ± 1.2 | 0.2 ± 0.058 | 1/3 | 10 |"
+    assert table[5] == "| `b.yaml` | 1 | 100 | 8 | 1.5 | 0/1 | 10 |"
+    assert read_rows(tmp_path / "runs.csv")[1]["alarms"] == "collapse"

@@ -116,6 +116,7 @@ class StabilityMonitor(Callback):
         self.window: list[tuple[int, dict[str, Tensor]]] = []
         self.real_diversity: float | None = None
         self.low_diversity_checks = 0
+        self.reasons: dict[str, str | None] = {"diversity": None, "coverage": None}
         self.win_since: int | None = None
         self.active: set[str] = set()  # alarms raised and not yet cleared, so each episode is reported once
         self.alarms: list[dict] = []
@@ -200,22 +201,22 @@ class StabilityMonitor(Callback):
         if step < self.warmup_generator_steps:
             return
         self.low_diversity_checks = self.low_diversity_checks + 1 if diversity < self.collapse_diversity else 0
-        reasons = []
-        if self.low_diversity_checks >= self.patience:
-            reasons.append(f"sample diversity is {diversity:.3g} of the data's (alarm below "
-                           f"{self.collapse_diversity} for {self.patience} checks)")
+        self.reasons["diversity"] = (
+            f"sample diversity is {diversity:.3g} of the data's (alarm below {self.collapse_diversity} for "
+            f"{self.patience} checks)" if self.low_diversity_checks >= self.patience else None)
         evaluation = next((c for c in trainer.callbacks if isinstance(c, Evaluation)), None)
         latest = evaluation.latest if evaluation is not None else {}
         num_modes = getattr(trainer.datamodule, "num_modes", None)
         if latest.get("generator_step") == step and "eval/reverse_kl" in latest and num_modes:
             # exp(entropy) of the samples' mode histogram = num_modes * exp(-KL(p_gen || uniform)): the number
             # of equally used modes with the same spread. Unlike the count of modes hit, it does not flag a
-            # run whose samples are still blurry but spread over every mode.
+            # run whose samples are still blurry but spread over every mode. Kept until the next evaluation.
             effective = num_modes * math.exp(-latest["eval/reverse_kl"])
-            if effective < self.collapse_coverage * num_modes:
-                reasons.append(f"the samples spread over the equivalent of {effective:.1f} of {num_modes} modes "
-                               f"(reverse KL {latest['eval/reverse_kl']:.3g}; alarm below "
-                               f"{self.collapse_coverage:.0%} of the modes)")
+            self.reasons["coverage"] = (
+                f"the samples spread over the equivalent of {effective:.1f} of {num_modes} modes (reverse KL "
+                f"{latest['eval/reverse_kl']:.3g}; alarm below {self.collapse_coverage:.0%} of the modes)"
+                if effective < self.collapse_coverage * num_modes else None)
+        reasons = [r for r in self.reasons.values() if r]
         if not reasons:
             self.active.discard("collapse")
         elif "collapse" not in self.active:

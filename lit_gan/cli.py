@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+import torch
 import yaml
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, Trainer
@@ -100,6 +101,24 @@ class LitGANCLI(LightningCLI):
             )
         n_critic = config.model.init_args.get("n_critic", 1)
         config.trainer.max_steps = optimizer_steps(config.generator_steps, n_critic)
+        if config.ckpt_path:
+            self.resume_wandb_run(config)
+
+    def resume_wandb_run(self, config) -> None:
+        """Point the W&B logger at the run the checkpoint came from, so a resumed run continues it."""
+        path = Path(config.ckpt_path)
+        if not path.is_file():
+            self.parser.error(f"ckpt_path={path} is not valid: expected an existing checkpoint file")
+        try:
+            run_id = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("wandb_run_id")
+        except Exception as error:  # a truncated or foreign file: say so before Lightning fails deep inside
+            self.parser.error(f"ckpt_path={path} is not valid: expected a lit-gan checkpoint, but it cannot be "
+                              f"read ({type(error).__name__}: {error})")
+        logger = config.trainer.logger
+        if run_id and getattr(logger, "class_path", "").endswith("WandbLogger"):
+            if logger.init_args.get("id") in (None, run_id):
+                logger.init_args.id = run_id
+                logger.init_args.resume = "allow"
 
     def instantiate_classes(self) -> None:
         try:

@@ -38,11 +38,18 @@ class Evaluation(Callback):
         self.plot = plot
         self.history: list[dict[str, float]] = []
 
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+
     @property
     def latest(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Runs before a checkpoint's state is restored (which brings back ``history``)."""
         datamodule = trainer.datamodule
         if not hasattr(datamodule, "evaluation_metric"):
             raise ConfigError(

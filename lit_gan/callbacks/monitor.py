@@ -109,18 +109,33 @@ class StabilityMonitor(Callback):
         self.win_generator_steps = win_generator_steps
         self.stop_on_collapse = stop_on_collapse
 
+    # What a checkpoint keeps, so a resumed run raises the same alarms as an uninterrupted one.
+    STATE = ("real_diversity", "real_checks", "low_diversity_checks", "reasons", "win_since", "active", "alarms",
+             "last_checked_step")
+
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         generator = torch.Generator().manual_seed(self.seed)
         self.noise = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=generator)
         self.window: list[tuple[int, dict[str, Tensor]]] = []
         self.real_diversity: float | None = None
+        self.real_checks = 0
         self.low_diversity_checks = 0
         self.reasons: dict[str, str | None] = {"diversity": None, "coverage": None}
         self.win_since: int | None = None
         self.active: set[str] = set()  # alarms raised and not yet cleared, so each episode is reported once
         self.alarms: list[dict] = []
         self.last_checked_step: int | None = None
+
+    def state_dict(self) -> dict:
+        state = {name: getattr(self, name) for name in self.STATE}
+        return state | {"active": sorted(self.active)}  # plain types: checkpoints load with weights_only
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for name in self.STATE:
+            if name in state_dict:
+                setattr(self, name, state_dict[name])
+        self.active = set(self.active)
 
     def cadence(self, trainer: pl.Trainer) -> int:
         return self.every_n_generator_steps or max(trainer.log_every_n_steps, 1)
@@ -182,8 +197,8 @@ class StabilityMonitor(Callback):
     def measure(self, pl_module: pl.LightningModule, real: Tensor) -> dict[str, float]:
         real_diversity = float(mean_pairwise_distance(real))
         # A running mean over checks: one batch's estimate is noisy.
-        n = getattr(self, "_real_checks", 0) + 1
-        self._real_checks = n
+        self.real_checks += 1
+        n = self.real_checks
         self.real_diversity = real_diversity if self.real_diversity is None else (
             self.real_diversity + (real_diversity - self.real_diversity) / n)
         samples = pl_module.generate(self.noise)

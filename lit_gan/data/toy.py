@@ -14,13 +14,20 @@ from lit_gan.metrics.modes import ModeCoverage
 
 
 class MixtureStream(IterableDataset):
-    """An endless stream of batches from an equal-weight mixture of isotropic Gaussians."""
+    """An endless stream of batches from an equal-weight mixture of isotropic Gaussians.
 
-    def __init__(self, centers: Tensor, std: float, batch_size: int, seed: int):
+    ``skip`` batches are drawn and dropped first, so a resumed run sees exactly
+    the batches an uninterrupted one would have (drawing is cheap).
+    """
+
+    def __init__(self, centers: Tensor, std: float, batch_size: int, seed: int, skip: int = 0):
         self.centers, self.std, self.batch_size = centers, std, batch_size
         self.generator = torch.Generator().manual_seed(seed)
+        self.skip = skip
 
     def __iter__(self):
+        for _ in range(self.skip):
+            sample_mixture(self.centers, self.std, self.batch_size, self.generator)
         while True:
             yield sample_mixture(self.centers, self.std, self.batch_size, self.generator)
 
@@ -45,6 +52,7 @@ class GaussianMixture(pl.LightningDataModule):
         self.std = std
         self.batch_size = batch_size
         self.seed = seed
+        self.batches_consumed = 0  # restored from a checkpoint: where the stream resumes
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -56,8 +64,16 @@ class GaussianMixture(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        stream = MixtureStream(self.centers, self.std, self.batch_size, self.seed + rank)
+        stream = MixtureStream(self.centers, self.std, self.batch_size, self.seed + rank, skip=self.batches_consumed)
         return DataLoader(stream, batch_size=None)
+
+    def state_dict(self) -> dict:
+        # Batches the module has trained on (the loader may have fetched one more ahead).
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return {"batches_consumed": getattr(module, "discriminator_step", 0)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.batches_consumed = state_dict.get("batches_consumed", 0)
 
     def sample(self, n: int, seed: int = 0) -> Tensor:
         """``n`` reference samples from the true distribution."""

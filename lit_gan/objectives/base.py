@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import random
 from typing import Callable, Iterator, Literal, Optional, Sequence
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -43,6 +46,28 @@ def gradient_norm(module: nn.Module) -> Tensor:
     if not grads:
         return torch.zeros((), device=next(module.parameters()).device)
     return torch.nn.utils.get_total_norm(grads)
+
+
+def rng_states() -> dict:
+    """The global random states that training draws from (noise for G, instance noise, penalties).
+
+    Only tensors and plain Python values, so checkpoints load with ``torch.load(weights_only=True)``.
+    """
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached)
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def _floats(betas) -> tuple[float, float]:
@@ -311,8 +336,12 @@ class GANModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["gan_clock"] = {
             "generator_step": self.generator_step,
-            "discriminator_step": self.discriminator_step,
+            "discriminator_step": self.discriminator_step,  # also the place in the n_critic cycle
         }
+        checkpoint["rng_states"] = rng_states()
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                checkpoint["wandb_run_id"] = logger.version  # the CLI resumes this W&B run
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         clock = checkpoint.get("gan_clock")
@@ -320,3 +349,11 @@ class GANModule(pl.LightningModule):
             raise ConfigError("checkpoint has no 'gan_clock' entry: it was not written by a lit-gan GANModule")
         self.generator_step = clock["generator_step"]
         self.discriminator_step = clock["discriminator_step"]
+        # Restored at the first training batch: starting the data loader draws from the global RNG.
+        self.pending_rng_states = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        states = getattr(self, "pending_rng_states", None)
+        if states is not None:
+            set_rng_states(states)
+            self.pending_rng_states = None

@@ -14,8 +14,9 @@ from tests.conftest import ROOT, quiet_args
 
 EXPERIMENTS = sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml")
-    if p.parent.name not in ("nets", "data", "studies")
+    if p.parent.name not in ("nets", "data", "studies", "trainer")
 )
+TRAINER_FRAGMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs" / "trainer").glob("*.yaml"))
 FRAGMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.yaml")
                    if p.parent.name in ("nets", "data"))
 
@@ -50,6 +51,18 @@ def test_every_config_parses_and_trains_one_generator_iteration(config, tmp_path
     assert cli.trainer.global_step == optimizer_steps(1, cli.model.n_critic)
     parameters = torch.cat([p.flatten() for p in cli.model.parameters()])
     assert torch.isfinite(parameters).all()
+
+
+@pytest.mark.parametrize("fragment", TRAINER_FRAGMENTS)
+def test_trainer_fragments_combine_with_any_experiment(fragment, tmp_path):
+    """E.g. ``--config configs/ring/nonsaturating.yaml --config configs/trainer/ddp.yaml`` (built on 1 CPU here)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    cli = LitGANCLI(args=["--config", "configs/ring/nonsaturating.yaml", "--config", fragment,
+                          "--trainer.accelerator=cpu", "--trainer.devices=1", *quiet_args(tmp_path),
+                          "--trainer.logger=false"])
+    assert isinstance(cli.trainer.strategy, DDPStrategy)
+    assert cli.trainer.strategy._ddp_kwargs["find_unused_parameters"] is True
 
 
 @pytest.mark.parametrize("fragment", FRAGMENTS)

@@ -1,0 +1,49 @@
+"""Two CPU processes (DDP over gloo) train a toy config; the metric over both ranks is the single-process one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lit_gan.data import RingGaussians
+from lit_gan.nets import MLPDiscriminator, MLPGenerator
+from lit_gan.objectives import NonSaturatingGAN
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_and_its_mode_metric_equals_one_process(tmp_path):
+    command = [sys.executable, "train.py", "--config", "configs/ring/nonsaturating.yaml",
+               "--config", "configs/trainer/ddp_cpu.yaml", "--generator_steps=20",
+               "--evaluation.every_n_generator_steps=10", "--evaluation.num_samples=999",
+               "--checkpoint.every_n_generator_steps=10", "--trainer.log_every_n_steps=5",
+               "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+
+    run_dirs = list((tmp_path / "lit-gan").iterdir())
+    assert len(run_dirs) == 1 and len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1  # rank 0 writes
+    rows = json.loads((run_dirs[0] / "evaluation.json").read_text())
+    assert [r["generator_step"] for r in rows] == [0, 10, 20]
+    assert sorted(p.name for p in (run_dirs[0] / "samples").glob("*.png")) == ["0000000.png", "0000010.png",
+                                                                              "0000020.png"]
+
+    # One process, the same generator, all 999 fixed-noise samples (each rank scored every other one).
+    checkpoint = torch.load(run_dirs[0] / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["gan_clock"]["generator_step"] == 20
+    module = NonSaturatingGAN(MLPGenerator(latent_dim=16, width=128, depth=3, batch_norm=False),
+                              MLPDiscriminator(width=128, depth=3))
+    module.load_state_dict(checkpoint["state_dict"])
+    noise = torch.randn(999, 16, generator=torch.Generator().manual_seed(1234))
+    metric = RingGaussians().evaluation_metric()
+    metric.update(module.generate(noise))
+    single = {f"eval/{k}": float(v) for k, v in metric.compute().items()}
+    for key, value in single.items():
+        assert rows[-1][key] == pytest.approx(value, rel=1e-6, abs=1e-7), key

@@ -14,27 +14,36 @@ from torch import Tensor, nn
 from lit_gan.errors import require
 
 
-def input_gradient_norm(discriminator: nn.Module, inputs: Tensor) -> Tensor:
+def input_gradient_norm(discriminator: nn.Module, inputs: Tensor, scaler=None) -> Tensor:
     """L2 norm of dD/dx per output of D at ``inputs``, kept in the graph for a second backward.
 
     One output per sample normally; with PacGAN packing one per pack of
     consecutive samples, whose gradients form the packed input's gradient.
+    Under ``16-mixed`` pass the ``GradScaler``: the gradient is taken of the
+    scaled output (so float16 intermediates do not underflow) and unscaled,
+    as in PyTorch's AMP recipe for gradient penalties.
     """
     inputs = inputs.detach().requires_grad_(True)
     outputs = discriminator(inputs)
-    (gradient,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
-    return gradient.reshape(outputs.shape[0], -1).norm(2, dim=1)
+    total = outputs.float().sum()
+    if scaler is None:
+        (gradient,) = torch.autograd.grad(total, inputs, create_graph=True)
+    else:
+        (gradient,) = torch.autograd.grad(scaler.scale(total), inputs, create_graph=True)
+        gradient = gradient * (1.0 / scaler.get_scale())
+    return gradient.float().reshape(outputs.shape[0], -1).norm(2, dim=1)
 
 
-def two_sided(discriminator: nn.Module, points: Tensor, target: float) -> Tensor:
+def two_sided(discriminator: nn.Module, points: Tensor, target: float, scaler=None) -> Tensor:
     """``E[(||grad D(x)||_2 - target)^2]`` over ``points``: the shape shared by WGAN-GP's and DRAGAN's penalties."""
-    return ((input_gradient_norm(discriminator, points) - target) ** 2).mean()
+    return ((input_gradient_norm(discriminator, points, scaler) - target) ** 2).mean()
 
 
 class Penalty:
     """Base class: ``weight`` times a non-negative regulariser of D."""
 
     name = "penalty"
+    scaler = None  # the GradScaler under 16-mixed precision; set by GANModule when training starts
 
     def __init__(self, weight: float = 10.0):
         require(weight >= 0, f"{type(self).__name__}.weight", weight, "a number >= 0")
@@ -73,7 +82,7 @@ class GradientPenalty(Penalty):
     def unweighted(self, discriminator, real, fake):
         alpha = _uniform_per_sample(real)
         interpolates = alpha * real.detach() + (1 - alpha) * fake.detach()
-        return two_sided(discriminator, interpolates, self.target)
+        return two_sided(discriminator, interpolates, self.target, self.scaler)
 
 
 class DRAGANPenalty(Penalty):
@@ -95,7 +104,7 @@ class DRAGANPenalty(Penalty):
         real = real.detach()
         delta = self.perturbation * real.std() * torch.rand_like(real)
         perturbed = real + _uniform_per_sample(real) * delta
-        return two_sided(discriminator, perturbed, 1.0)
+        return two_sided(discriminator, perturbed, 1.0, self.scaler)
 
 
 class R1Penalty(Penalty):
@@ -107,4 +116,4 @@ class R1Penalty(Penalty):
     name = "r1_penalty"
 
     def unweighted(self, discriminator, real, fake):
-        return 0.5 * (input_gradient_norm(discriminator, real) ** 2).mean()
+        return 0.5 * (input_gradient_norm(discriminator, real, self.scaler) ** 2).mean()

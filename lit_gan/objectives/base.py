@@ -235,6 +235,17 @@ class GANModule(pl.LightningModule):
         schedulers = [LambdaLR(opt, lambda step: max(0.0, 1.0 - step / total)) for opt in (opt_d, opt_g)]
         return [opt_d, opt_g], schedulers
 
+    def on_fit_start(self) -> None:
+        # Gradient penalties differentiate D's output themselves: under 16-mixed they must scale it.
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        for penalty in self.penalties:
+            penalty.scaler = scaler
+
+    def step_if_any_gradient(self, optimizer) -> None:
+        """``optimizer.step()``, skipped when no parameter got a gradient (a GradScaler refuses such steps)."""
+        if any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
+            optimizer.step()
+
     def training_step(self, batch, batch_idx: int) -> None:
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
         opt_d, opt_g = self.optimizers()
@@ -269,7 +280,7 @@ class GANModule(pl.LightningModule):
                 self.hparams.historical_averaging * self.historical_average_d.penalty(self.discriminator))
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss + sum(penalties.values()))
-        optimizer.step()
+        self.step_if_any_gradient(optimizer)
         self.after_discriminator_step()
         if self.historical_average_d is not None:
             self.historical_average_d.update(self.discriminator)
@@ -303,7 +314,7 @@ class GANModule(pl.LightningModule):
             total = loss + historical
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(total)
-        optimizer.step()
+        self.step_if_any_gradient(optimizer)
         losses = {"loss/generator": loss.detach()}
         if self.historical_average_g is not None:
             self.historical_average_g.update(self.generator)

@@ -15,8 +15,10 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, StabilityMonitor, run_directory
+from lit_gan.callbacks.slurm import DeferredSlurmRequeue
 from lit_gan.objectives.base import GANModule, optimizer_steps
 
 TRAINER_DEFAULTS = {
@@ -102,11 +104,12 @@ class LitGANCLI(LightningCLI):
         n_critic = config.model.init_args.get("n_critic", 1)
         config.trainer.max_steps = optimizer_steps(config.generator_steps, n_critic)
         if config.ckpt_path:
-            self.resume_wandb_run(config)
+            self.resume_wandb_run(config, Path(config.ckpt_path))
+        elif SLURMEnvironment.detect() and (requeued := slurm_requeue_checkpoint(config.trainer.default_root_dir)):
+            self.resume_wandb_run(config, requeued)  # Lightning itself resumes the weights from it
 
-    def resume_wandb_run(self, config) -> None:
+    def resume_wandb_run(self, config, path: Path) -> None:
         """Point the W&B logger at the run the checkpoint came from, so a resumed run continues it."""
-        path = Path(config.ckpt_path)
         if not path.is_file():
             self.parser.error(f"ckpt_path={path} is not valid: expected an existing checkpoint file")
         try:
@@ -136,7 +139,14 @@ class LitGANCLI(LightningCLI):
             isinstance(c, ProgressBar) for c in [*callbacks, *(config.get("callbacks") or [])]
         ):
             callbacks.append(GeneratorProgressBar())
+        callbacks.append(DeferredSlurmRequeue())
         return super()._instantiate_trainer(config, callbacks)
+
+
+def slurm_requeue_checkpoint(root: str | None) -> Path | None:
+    """The newest ``hpc_ckpt_N.ckpt`` that Lightning saved in ``root`` before SLURM requeued the job."""
+    found = list(Path(root or ".").glob("hpc_ckpt_*.ckpt"))
+    return max(found, key=lambda p: int(p.stem.rsplit("_", 1)[1])) if found else None
 
 
 def evaluation_callback(trainer: Trainer) -> Evaluation | None:
@@ -172,5 +182,8 @@ def main(args=None) -> LitGANCLI:
     finally:
         for logger in cli.trainer.loggers:
             if isinstance(logger, WandbLogger):
-                logger.experiment.finish()
+                try:
+                    logger.experiment.finish()
+                except Exception as error:  # e.g. the W&B service already killed with a preempted SLURM job
+                    print(f"W&B run not finished cleanly: {type(error).__name__}: {error}", file=sys.stderr)
     return cli

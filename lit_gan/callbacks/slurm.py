@@ -1,0 +1,53 @@
+"""SLURM auto-requeue that is safe under DDP."""
+
+from __future__ import annotations
+
+import signal
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+
+class DeferredSlurmRequeue(Callback):
+    """Runs Lightning's own SLURM auto-requeue handler at a batch boundary instead of inside the signal.
+
+    Lightning saves ``hpc_ckpt_N.ckpt`` and calls ``scontrol requeue`` from
+    within the SIGUSR1 handler. Under DDP the signal reaches each rank at a
+    different point: a rank that is waiting in a gradient all-reduce cannot run
+    Python handlers, while the rank that did run it waits in the checkpoint's
+    barrier, and the job hangs until it is killed (seen with 2 CPU ranks).
+    This callback keeps Lightning's handler but only records the signal; after
+    every training batch the ranks agree (one boolean all-reduce) whether any of
+    them got it, and then all call Lightning's handler at the same point.
+    Without SLURM auto-requeue it does nothing.
+    """
+
+    def __init__(self):
+        self.lightning_handler = None
+        self.requested = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        handler = signal.getsignal(signal.SIGUSR1)
+        if not callable(handler) or handler is self.record:
+            return  # no auto-requeue handler installed (not on SLURM, or auto_requeue=False)
+        self.lightning_handler = handler
+        signal.signal(signal.SIGUSR1, self.record)
+
+    def record(self, signum, frame) -> None:
+        self.requested = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.lightning_handler is None:
+            return
+        requested = self.requested
+        if trainer.world_size > 1:
+            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+        if requested:
+            self.requested = False
+            # Saves the hpc checkpoint and rank 0 requeues; SLURM then ends this attempt, as without DDP.
+            self.lightning_handler(signal.SIGUSR1, None)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self.lightning_handler is not None:
+            signal.signal(signal.SIGUSR1, self.lightning_handler)
+            self.lightning_handler = None

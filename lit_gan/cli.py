@@ -19,6 +19,8 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, StabilityMonitor, run_directory
 from lit_gan.callbacks.slurm import DeferredSlurmRequeue
+from lit_gan.config_errors import ConciseParser
+from lit_gan.errors import ConfigError
 from lit_gan.objectives.base import GANModule, optimizer_steps
 
 TRAINER_DEFAULTS = {
@@ -77,6 +79,7 @@ class LitGANCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             trainer_defaults=TRAINER_DEFAULTS,
             seed_everything_default=0,
+            parser_class=ConciseParser,
             auto_configure_optimizers=False,
             run=False,
             args=args,
@@ -133,6 +136,12 @@ class LitGANCLI(LightningCLI):
             if match is None:
                 raise
             self.parser.error(match.group(0))
+        shape = getattr(self.datamodule, "sample_shape", None)
+        if shape is not None:
+            try:
+                self.model.check_data_shape(shape)
+            except ConfigError as error:
+                self.parser.error(str(error))
 
     def _instantiate_trainer(self, config, callbacks):
         if config.get("enable_progress_bar", True) is not False and not any(

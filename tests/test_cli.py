@@ -83,14 +83,41 @@ def parse_error(capsys, args):
     return capsys.readouterr().err
 
 
-def test_unknown_key_fails_before_training(capsys):
+def test_unknown_key_fails_before_training_in_one_sentence(capsys):
     err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.init_args.learning_rate=1e-3"])
-    assert "learning_rate" in err
+    assert ("error: model.init_args.learning_rate is not a key of lit_gan.objectives.NonSaturatingGAN: "
+            "expected one of real_label, generator, discriminator, lr_d, lr_g,") in err
+    assert "Union" not in err and "usage:" not in err and len(err.strip().splitlines()) == 2
+
+
+def test_a_misspelt_nested_key_gets_a_suggestion(capsys):
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.init_args.generator.init_args.widht=3"])
+    assert "model.init_args.generator.init_args.widht is not a key of lit_gan.nets.MLPGenerator" in err
+    assert "(did you mean width?)" in err
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("--model.init_args.generator.init_args.channels=3",
+     "model.generator='DCGANGenerator making [3, 16, 16]' is not valid: expected a generator of the data's "
+     "sample shape [1, 16, 16]"),
+    ("--model.init_args.discriminator.init_args.resolution=8",
+     "model.discriminator='DCGANDiscriminator reading [1, 8, 8]' is not valid: expected a discriminator of the "
+     "data's sample shape [1, 16, 16]"),
+], ids=["generator_channels", "discriminator_resolution"])
+def test_networks_that_do_not_fit_the_data_are_refused_before_training(capsys, override, expected):
+    err = parse_error(capsys, ["--config", "configs/digits/nonsaturating_dcgan.yaml", override])
+    assert expected in err
 
 
 def test_bad_value_type_fails_with_the_key(capsys):
     err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.init_args.n_critic=five"])
-    assert "n_critic" in err
+    assert "error: model.init_args.n_critic=five is not valid: expected an integer" in err
+
+
+def test_a_misspelt_dataset_name_lists_the_known_ones(capsys):
+    err = parse_error(capsys, ["--config", "configs/cifar10/dcgan.yaml", "--data.init_args.name=cifar100"])
+    assert ("data.init_args.name=cifar100 is not valid: expected one of 'mnist', 'fashion_mnist', 'cifar10', "
+            "'celeba'") in err
 
 
 def test_invalid_value_fails_with_key_value_and_what_is_accepted(capsys):
@@ -99,8 +126,9 @@ def test_invalid_value_fails_with_key_value_and_what_is_accepted(capsys):
 
 
 def test_unknown_objective_class_fails(capsys):
-    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.class_path=lit_gan.objectives.NoSuchGAN"])
-    assert "NoSuchGAN" in err
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.class_path=lit_gan.objectives.NonSaturatingGANN"])
+    assert ("model=lit_gan.objectives.NonSaturatingGANN is not valid: expected a class that exists "
+            "(lit_gan.objectives has no NonSaturatingGANN) (did you mean NonSaturatingGAN?)") in err
 
 
 def test_max_steps_is_refused_in_favour_of_generator_steps(capsys):

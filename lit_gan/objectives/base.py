@@ -202,6 +202,18 @@ class GANModule(pl.LightningModule):
         finally:
             generator.train(was_training)
 
+    def check_data_shape(self, sample_shape: Sequence[int]) -> None:
+        """Refuse networks that cannot produce (G) or read (D) samples of the data's shape, before training."""
+        sample_shape = tuple(sample_shape)
+        z = torch.randn(2, self.generator.latent_dim, generator=torch.Generator().manual_seed(0))
+        produced = tuple(self.generate(z).shape[1:])  # eval mode: batch-norm statistics are not touched
+        require(produced == sample_shape, "model.generator", f"{type(self.generator).__name__} making {list(produced)}",
+                f"a generator of the data's sample shape {list(sample_shape)} (check channels/resolution/output_shape)")
+        accepts = getattr(self.discriminator, "input_shape", None)
+        require(accepts is None or tuple(accepts) == sample_shape, "model.discriminator",
+                f"{type(self.discriminator).__name__} reading {list(accepts or ())}",
+                f"a discriminator of the data's sample shape {list(sample_shape)} (check channels/resolution/input_shape)")
+
     def total_generator_steps(self) -> int:
         """The run's length in generator iterations (from ``trainer.max_steps``)."""
         return self.trainer.max_steps // optimizer_steps(1, self.n_critic)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, StabilityMonitor, run_directory
 from lit_gan.callbacks.slurm import DeferredSlurmRequeue
@@ -188,6 +190,11 @@ def main(args=None) -> LitGANCLI:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
         if cli.trainer.is_global_zero:
             print(report(cli.trainer), file=sys.stdout)
+    except SIGTERMException:
+        # GeneratorCheckpoint has saved last.ckpt and said how to resume; exit as a terminated process does.
+        status = 128 + signal.SIGTERM
+    else:
+        status = 0
     finally:
         for logger in cli.trainer.loggers:
             if isinstance(logger, WandbLogger):
@@ -195,4 +202,6 @@ def main(args=None) -> LitGANCLI:
                     logger.experiment.finish()
                 except Exception as error:  # e.g. the W&B service already killed with a preempted SLURM job
                     print(f"W&B run not finished cleanly: {type(error).__name__}: {error}", file=sys.stderr)
+    if status:
+        sys.exit(status)
     return cli

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from lit_gan.cli import main
-from tests.conftest import quiet_args
+from tests.conftest import ROOT, quiet_args
 
 # WGAN-GP with n_critic 5 (the place in the critic cycle matters), a penalty that draws random
 # interpolation weights, linear learning-rate decay (scheduler state) and a moving average of G.
@@ -61,3 +66,25 @@ def test_a_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys, cont
         with pytest.raises(SystemExit):
             main([*ARGS, *quiet_args(tmp_path), f"--ckpt_path={bad}"])
         assert f"ckpt_path={bad} is not valid: expected" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 1), (signal.SIGTERM, 143)], ids=["ctrl_c", "sigterm"])
+def test_an_interrupted_run_saves_a_checkpoint_that_resumes(tmp_path, signum, exit_code):
+    command = [sys.executable, "train.py", "--config", "configs/grid/nonsaturating.yaml", "--generator_steps=100000",
+               "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("lit-gan/*/evaluation.json")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)  # a few hundred iterations in
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == exit_code, err[-2000:]
+    last = next(tmp_path.glob("lit-gan/*/checkpoints/last.ckpt"))
+    assert f"Saved {last}; resume with the same command plus --ckpt_path {last}" in err
+    step = torch.load(last, weights_only=True)["gan_clock"]["generator_step"]
+    assert 0 < step < 100000
+    resumed = main(["--config", "configs/grid/nonsaturating.yaml", f"--generator_steps={step + 5}",
+                    f"--ckpt_path={last}", *quiet_args(tmp_path)])
+    assert resumed.model.generator_step == step + 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +13,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_gan.callbacks.evaluation import Evaluation
 from lit_gan.callbacks.output import run_directory
@@ -61,6 +63,18 @@ class GeneratorCheckpoint(Callback):
         if pl_module.generator_step != self.last_saved_step:
             self.save(trainer, pl_module, numbered=False)
         self.save_if_best(trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """Ctrl-C (SIGINT) or SIGTERM: keep the work done so far in ``last.ckpt``, ready to resume."""
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        step = pl_module.generator_step
+        if step != self.last_saved_step:
+            self.save(trainer, pl_module, numbered=False)
+        last = self.directory(trainer) / "last.ckpt"
+        if trainer.is_global_zero and last.exists():
+            print(f"\nInterrupted ({type(exception).__name__}) at generator iteration {step}. Saved {last}; resume "
+                  f"with the same command plus --ckpt_path {last}", file=sys.stderr, flush=True)
 
     def save_if_best(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """After an evaluation at this very iteration, keep ``best.ckpt`` if the monitored score improved."""

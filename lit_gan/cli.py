@@ -20,6 +20,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, StabilityMonitor, run_directory
+from lit_gan.callbacks.checkpoint import CheckpointWriteError
 from lit_gan.callbacks.slurm import DeferredSlurmRequeue
 from lit_gan.config_errors import ConciseParser
 from lit_gan.errors import ConfigError
@@ -190,6 +191,9 @@ def main(args=None) -> LitGANCLI:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
         if cli.trainer.is_global_zero:
             print(report(cli.trainer), file=sys.stdout)
+    except CheckpointWriteError as error:
+        print(f"error: {error}", file=sys.stderr)
+        status = 1
     except SIGTERMException:
         # GeneratorCheckpoint has saved last.ckpt and said how to resume; exit as a terminated process does.
         status = 128 + signal.SIGTERM

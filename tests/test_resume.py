@@ -88,3 +88,25 @@ def test_an_interrupted_run_saves_a_checkpoint_that_resumes(tmp_path, signum, ex
     resumed = main(["--config", "configs/grid/nonsaturating.yaml", f"--generator_steps={step + 5}",
                     f"--ckpt_path={last}", *quiet_args(tmp_path)])
     assert resumed.model.generator_step == step + 5
+
+
+def test_an_unwritable_checkpoint_folder_gives_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, capsys):
+    args = ["--config", "configs/grid/nonsaturating.yaml", "--evaluation.num_samples=200",
+            f"--checkpoint.dirpath={tmp_path / 'ckpt'}", *quiet_args(tmp_path)]
+    main([*args, "--generator_steps=4"])
+    folder, last = tmp_path / "ckpt", tmp_path / "ckpt" / "last.ckpt"
+    before = last.read_bytes()
+    # Read-only even for root: the immutable attribute (ext4, xfs, btrfs).
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem cannot be made read-only for the test (chattr +i)")
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--generator_steps=6", "--checkpoint.every_n_generator_steps=3"])
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert f"error: cannot write checkpoint {last} (" in err and "); the previous last.ckpt is intact" in err
+    assert "Traceback" not in err
+    assert last.read_bytes() == before
+    assert torch.load(last, weights_only=True)["gan_clock"]["generator_step"] == 4

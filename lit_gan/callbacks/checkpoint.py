@@ -20,6 +20,10 @@ from lit_gan.callbacks.output import run_directory
 from lit_gan.errors import require
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written; the message says why and that the previous one is kept."""
+
+
 def all_finite(module: pl.LightningModule) -> bool:
     """Whether every parameter and buffer is finite (one host sync)."""
     tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
@@ -116,7 +120,17 @@ class GeneratorCheckpoint(Callback):
     @staticmethod
     def _atomic_save(trainer: pl.Trainer, path: Path) -> None:
         temporary = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(temporary)  # every rank calls it; the strategy writes on rank 0
-        if trainer.is_global_zero:
-            os.replace(temporary, path)
+        try:
+            trainer.save_checkpoint(temporary)  # every rank calls it; the strategy writes on rank 0
+            if trainer.is_global_zero:
+                if not temporary.is_file():  # Lightning's file system layer can fail without raising
+                    raise OSError("nothing was written")
+                os.replace(temporary, path)
+        except OSError as error:  # disk full, read-only or missing folder: say so, keep the previous file
+            if trainer.is_global_zero and temporary.is_file():
+                temporary.unlink()
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written before"
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {path} ({error.strerror or error}); {kept}. Free space, check that the "
+                "folder is writable, or choose another with --checkpoint.dirpath") from error
         trainer.strategy.barrier("lit_gan_checkpoint")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -48,3 +50,31 @@ def test_a_missing_torchvision_dataset_says_where_it_looked_and_how_to_provide_i
     message = str(error.value)
     assert str((tmp_path / "data").resolve()) in message
     assert "data.download=true" in message and name in message
+
+
+def broken_folder(root: Path) -> Path:
+    """Good PNGs of every mode, plus a truncated PNG, a text file named .jpg and an empty .png."""
+    write_pngs(root, 4, "RGB")
+    write_pngs(root / "gray", 2, "L")
+    write_pngs(root / "alpha", 2, "RGBA")
+    good = (root / "RGB_0.png").read_bytes()
+    (root / "truncated.png").write_bytes(good[: len(good) // 2])
+    (root / "notes.jpg").write_text("this is not an image")
+    (root / "empty.png").write_bytes(b"")
+    return root
+
+
+def test_unreadable_files_are_skipped_with_one_counted_warning(tmp_path):
+    datamodule = ImageFolder(root=str(broken_folder(tmp_path / "images")), resolution=8, batch_size=4, num_workers=0)
+    with pytest.warns(UserWarning, match=r"skipping 3 unreadable file\(s\) of 11 \(empty.png, notes.jpg, truncated.png\)"):
+        files = datamodule.files()
+    assert len(files) == 8
+    batches = list(datamodule.train_dataloader())  # grayscale, RGBA and RGB mixed, all as 3 channels
+    assert [b.shape for b in batches] == [(4, 3, 8, 8), (4, 3, 8, 8)]
+
+
+def test_unreadable_files_fail_the_run_when_asked(tmp_path):
+    datamodule = ImageFolder(root=str(broken_folder(tmp_path / "images")), resolution=8, num_workers=0,
+                             bad_files="fail")
+    with pytest.raises(ValueError, match=r"expected only readable images, but .*empty.png is not .*3 such file"):
+        datamodule.files()

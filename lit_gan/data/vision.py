@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Literal, Optional
 
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -120,29 +122,82 @@ class FolderDataset(Dataset):
             return self.transform(image)
 
 
+def unreadable(path: Path) -> str | None:
+    """Why PIL cannot read ``path`` (not an image, corrupt, truncated), or None when it can."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()  # structure and checksums, without decoding every pixel
+        with Image.open(path) as image:
+            image.load()
+    except Exception as error:  # PIL raises several types (UnidentifiedImageError, OSError, SyntaxError ...)
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
 class ImageFolder(ImageDataModule):
     """Any folder of images (png, jpg, ...; sub-folders included, class folders not needed).
 
     Grayscale, RGBA and RGB files can be mixed: each is converted to
     ``channels`` channels, centre-cropped to a square and resized to ``resolution``.
+    Every file is checked once before training: unreadable ones (not an
+    image, corrupt, truncated) are skipped with one warning that counts them
+    (``bad_files: skip``) or stop the run naming the first (``bad_files: fail``).
     """
 
     def __init__(self, root: str, resolution: int = 64, channels: Literal[1, 3] = 3, batch_size: int = 64,
-                 num_workers: int = 4, seed: int = 0, inception_weights: Optional[str] = None):
+                 num_workers: int = 4, seed: int = 0, inception_weights: Optional[str] = None,
+                 bad_files: Literal["skip", "fail"] = "skip"):
         super().__init__(batch_size, num_workers, seed)
+        require(bad_files in ("skip", "fail"), "data.bad_files", bad_files, "'skip' or 'fail'")
         self.root, self.resolution, self.channels = Path(root), resolution, channels
         self.inception_weights = inception_weights
+        self.bad_files = bad_files
+        self._readable: list[Path] | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return (self.channels, self.resolution, self.resolution)
 
     def files(self) -> list[Path]:
+        """The readable image files, checked once."""
+        if self._readable is not None:
+            return self._readable
         require(self.root.is_dir(), "data.root", str(self.root), "an existing folder of images")
         files = find_images(self.root)
         require(len(files) > 0, "data.root", str(self.root),
                 f"a folder containing image files ({', '.join(IMAGE_SUFFIXES)}); it has none")
-        return files
+        problems = self.scan(files)
+        if problems and self.bad_files == "fail":
+            first, reason = next(iter(problems.items()))
+            require(False, "data.root", str(self.root), f"only readable images, but {first} is not ({reason}); "
+                    f"{len(problems)} such file(s) in all. Remove them, or set data.bad_files: skip")
+        if problems:
+            shown = ", ".join(str(f.relative_to(self.root)) for f in list(problems)[:5])
+            rank_zero_warn(f"data.root={self.root}: skipping {len(problems)} unreadable file(s) of {len(files)} "
+                           f"({shown}{' ...' if len(problems) > 5 else ''})")
+        self._readable = [f for f in files if f not in problems]
+        require(len(self._readable) > 0, "data.root", str(self.root), "at least one readable image; none can be read")
+        return self._readable
+
+    @staticmethod
+    def fingerprint(files: list[Path]) -> str:
+        """Changes when any file is added, removed or modified."""
+        listing = "\n".join(f"{f.resolve()}|{f.stat().st_size}|{f.stat().st_mtime_ns}" for f in files)
+        return hashlib.sha256(listing.encode()).hexdigest()[:12]
+
+    def scan(self, files: list[Path]) -> dict[Path, str]:
+        """Unreadable files and why; decoding every image is slow, so the answer is cached per folder state."""
+        from lit_gan.metrics.digits import cache_directory
+
+        cache = cache_directory() / f"folder-scan-{self.fingerprint(files)}.json"
+        if cache.is_file():
+            return {Path(f): reason for f, reason in json.loads(cache.read_text()).items()}
+        problems = {f: reason for f in files if (reason := unreadable(f)) is not None}
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({str(f): reason for f, reason in problems.items()}))
+        return problems
 
     def train_dataset(self) -> Dataset:
         return FolderDataset(self.files(), image_transform(self.resolution, self.channels))
@@ -150,8 +205,6 @@ class ImageFolder(ImageDataModule):
     def evaluation_metric(self):
         from lit_gan.metrics.fidelity import FidelityMetrics
 
-        files = self.files()
-        listing = "\n".join(f"{f.resolve()}|{f.stat().st_size}|{f.stat().st_mtime_ns}" for f in files)
-        name = "folder-" + hashlib.sha256(listing.encode()).hexdigest()[:12]  # changes when the folder does
+        name = "folder-" + self.fingerprint(self.files())  # changes when the folder does
         return FidelityMetrics(self.train_dataset(), cache_name=f"{name}-{self.resolution}px",
                                weights_path=self.inception_weights)

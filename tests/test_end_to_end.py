@@ -12,7 +12,7 @@ import torch
 from lit_gan.callbacks import run_directory
 from lit_gan.cli import evaluation_callback, main
 from lit_gan.wandb_offline import find_run_file, read_run
-from tests.conftest import quiet_args
+from tests.conftest import ROOT, quiet_args
 
 LOSSES = {"loss/discriminator", "loss/generator", "discriminator/real", "discriminator/fake",
           "grad_norm/discriminator", "grad_norm/generator", "penalty/r1_penalty"}
@@ -93,3 +93,22 @@ def test_a_short_digits_run_leaves_sample_grids_and_metric_history(tmp_path):
     best = min(eval_rows, key=lambda row: row["eval/frechet_distance"])
     checkpoint = torch.load(run_directory(cli.trainer) / "checkpoints" / "best.ckpt", weights_only=False)
     assert checkpoint["gan_clock"]["generator_step"] == best["generator_step"]
+
+
+def test_wandb_without_login_or_network_runs_offline_from_the_config_alone(tmp_path):
+    """No WANDB_MODE, no API key, an empty home (no ~/.netrc) and an unreachable server: the default config works."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path / "home"), WANDB_BASE_URL="http://127.0.0.1:9", WANDB_DIR=str(tmp_path))
+    (tmp_path / "home").mkdir()
+    result = subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/quickstart.yaml", "--generator_steps=3",
+         "--evaluation.num_samples=100", "--trainer.enable_progress_bar=false",
+         f"--trainer.logger.init_args.save_dir={tmp_path}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "W&B run: " in result.stdout
+    assert len(list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))) == 1

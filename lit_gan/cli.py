@@ -194,6 +194,9 @@ def main(args=None) -> LitGANCLI:
     except CheckpointWriteError as error:
         print(f"error: {error}", file=sys.stderr)
         status = 1
+    except ConfigError as error:  # found while setting up data (missing files, batch larger than the dataset)
+        print(f"error: {error}", file=sys.stderr)
+        status = 2
     except SIGTERMException:
         # GeneratorCheckpoint has saved last.ckpt and said how to resume; exit as a terminated process does.
         status = 128 + signal.SIGTERM

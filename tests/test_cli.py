@@ -109,6 +109,15 @@ def test_networks_that_do_not_fit_the_data_are_refused_before_training(capsys, o
     assert expected in err
 
 
+def test_a_batch_larger_than_a_finite_dataset_is_refused_before_training(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", "configs/digits/nonsaturating_dcgan.yaml", "--data.init_args.batch_size=5000",
+              *quiet_args(tmp_path), "--trainer.logger=false"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: data.batch_size=5000 is not valid: expected" in err and "Traceback" not in err
+
+
 def test_bad_value_type_fails_with_the_key(capsys):
     err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.init_args.n_critic=five"])
     assert "error: model.init_args.n_critic=five is not valid: expected an integer" in err

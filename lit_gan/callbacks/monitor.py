@@ -173,7 +173,10 @@ class StabilityMonitor(Callback):
         parameters = [p.detach() for p in pl_module.parameters()]
         finite = torch.stack([torch.isfinite(torch.cat(losses)).all() if losses else torch.tensor(True),
                               *[torch.isfinite(p).all() for p in parameters]]).all()
-        if bool(finite):
+        finite = bool(finite)
+        if trainer.world_size > 1:  # every rank must stop together, or DDP hangs
+            finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
             return True
         message = None
         for iteration, step_losses in window:
@@ -183,7 +186,8 @@ class StabilityMonitor(Callback):
                 break
         if message is None:
             names = [n for n, p in pl_module.named_parameters() if not bool(torch.isfinite(p).all())]
-            message = f"parameter {names[0]} became non-finite by generator iteration {pl_module.generator_step}"
+            message = (f"parameter {names[0]} became non-finite by generator iteration {pl_module.generator_step}"
+                       if names else f"another rank saw a non-finite loss by generator iteration {pl_module.generator_step}")
         pl_module.diverged = message
         checkpoint = next((c for c in trainer.callbacks if isinstance(c, GeneratorCheckpoint)), None)
         last = checkpoint.directory(trainer) / "last.ckpt" if checkpoint is not None else None

@@ -72,14 +72,20 @@ def test_a_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys, cont
 def test_an_interrupted_run_saves_a_checkpoint_that_resumes(tmp_path, signum, exit_code):
     command = [sys.executable, "train.py", "--config", "configs/grid/nonsaturating.yaml", "--generator_steps=100000",
                "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    # A shell that starts jobs in the background (as CI may) makes them ignore SIGINT, and the child would
+    # inherit that; give it the default disposition, as an interactive terminal does.
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("lit-gan/*/evaluation.json")) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    time.sleep(2)  # a few hundred iterations in
-    process.send_signal(signum)
-    _, err = process.communicate(timeout=120)
+                               env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("lit-gan/*/evaluation.json")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)  # a few hundred iterations in
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()  # no-op when it has exited; never leave a training process behind
     assert process.returncode == exit_code, err[-2000:]
     last = next(tmp_path.glob("lit-gan/*/checkpoints/last.ckpt"))
     assert f"Saved {last}; resume with the same command plus --ckpt_path {last}" in err

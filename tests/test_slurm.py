@@ -33,10 +33,19 @@ def wait_for(condition, timeout: float, what: str, env: dict, job: str):
 @pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="starting slurmd needs root (CI runs as root)")
 def test_sbatch_template_runs_ddp_and_a_sigusr1_requeues_and_resumes(tmp_path):
+    already_running = subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
     started = subprocess.run(["bash", "scripts/slurm/start_cluster.sh"], cwd=ROOT, capture_output=True, text=True,
                              timeout=600)
     assert started.returncode == 0, started.stderr
     conf = re.search(r"SLURM_CONF=(\S+)", started.stdout).group(1)
+    try:
+        run_and_preempt(tmp_path, conf)
+    finally:
+        if not already_running:  # leave the machine as we found it
+            subprocess.run(["bash", "scripts/slurm/stop_cluster.sh"], cwd=ROOT, capture_output=True)
+
+
+def run_and_preempt(tmp_path, conf: str) -> None:
     job_dir, runs, log = tmp_path / "job", tmp_path / "runs", tmp_path / "job.out"
     env = {**os.environ, "SLURM_CONF": conf, "LIT_GAN_JOB_DIR": str(job_dir), "WANDB_MODE": "offline",
            "OMP_NUM_THREADS": "1"}

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, StabilityMonitor, run_directory
 from lit_gan.callbacks.checkpoint import CheckpointWriteError
+from lit_gan.callbacks.output import find_callback
 from lit_gan.callbacks.slurm import DeferredSlurmRequeue
 from lit_gan.config_errors import ConciseParser
 from lit_gan.errors import ConfigError
@@ -162,7 +163,7 @@ def slurm_requeue_checkpoint(root: str | None) -> Path | None:
 
 
 def evaluation_callback(trainer: Trainer) -> Evaluation | None:
-    return next((c for c in trainer.callbacks if isinstance(c, Evaluation)), None)
+    return find_callback(trainer, Evaluation)
 
 
 def report(trainer: Trainer) -> str:
@@ -173,7 +174,7 @@ def report(trainer: Trainer) -> str:
         if isinstance(logger, WandbLogger):
             run_dir = Path(logger.experiment.dir).parent
             lines.append(f"W&B run: {run_dir}  (upload later with: wandb sync {run_dir})")
-    monitor = next((c for c in trainer.callbacks if isinstance(c, StabilityMonitor)), None)
+    monitor = find_callback(trainer, StabilityMonitor)
     for alarm in getattr(monitor, "alarms", []):
         lines.append(f"Alarm ({alarm['alarm']}, generator iteration {alarm['generator_step']}): {alarm['message']}")
     evaluation = evaluation_callback(trainer)

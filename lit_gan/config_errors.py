@@ -1,9 +1,9 @@
 """One-sentence config errors: what jsonargparse reports as a nested Union report, said plainly.
 
-``python train.py --config X --model.init_args.lerning_rate=1`` ends with
+``python train.py --config X --model.init_args.generator.init_args.widht=3`` ends with
 
-    error: model.init_args.lerning_rate is not a key of lit_gan.objectives.NonSaturatingGAN: expected one
-    of betas_d, betas_g, ... (did you mean lr_d?)
+    error: model.init_args.generator.init_args.widht is not a key of lit_gan.nets.MLPGenerator: expected one
+    of latent_dim, output_shape, width, depth, batch_norm, output_activation (did you mean width?)
 
 instead of the full usage text and jsonargparse's report on every Union subtype.
 """

@@ -67,7 +67,7 @@ def test_an_absurd_learning_rate_is_stopped_and_the_last_good_checkpoint_survive
     assert len(raised) == 1 and [a["alarm"] for a in alarms] == ["non_finite"]
     assert module.diverged is not None and module.generator_step < 60
     message = raised[0]
-    assert "Training stopped: loss/" in message and "became nan" in message or "became inf" in message
+    assert "Training stopped: loss/" in message and ("became nan" in message or "became inf" in message)
     iteration = int(message.split("at generator iteration ")[1].split(".")[0])
     assert iteration <= module.generator_step
     last = next(tmp_path.glob("lit-gan/*/checkpoints/last.ckpt"))

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_gan.callbacks.evaluation import Evaluation
-from lit_gan.callbacks.output import run_directory
+from lit_gan.callbacks.output import find_callback, run_directory
 from lit_gan.errors import require
 
 
@@ -84,7 +84,7 @@ class GeneratorCheckpoint(Callback):
         """After an evaluation at this very iteration, keep ``best.ckpt`` if the monitored score improved."""
         if self.monitor is None:
             return
-        evaluation = next((c for c in trainer.callbacks if isinstance(c, Evaluation)), None)
+        evaluation = find_callback(trainer, Evaluation)
         latest = evaluation.latest if evaluation is not None else {}
         if latest.get("generator_step") != pl_module.generator_step or self.monitor not in latest:
             return

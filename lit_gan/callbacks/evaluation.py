@@ -81,7 +81,7 @@ class Evaluation(Callback):
         """Score G (and its moving average, ``eval_ema/``, when the module keeps one) on the fixed noise."""
         step = pl_module.generator_step
         row: dict[str, float] = {}
-        images: dict[str, torch.Tensor] = {}
+        images: dict[str, torch.Tensor] = {}  # by score prefix
         prefixes = [("eval", False)] + ([("eval_ema", True)] if getattr(pl_module, "generator_ema", None) else [])
         for prefix, ema in prefixes:
             # Each DDP rank scores its share of the fixed noise; the metric's states sum over ranks.
@@ -93,7 +93,7 @@ class Evaluation(Callback):
             self.metric.reset()
             self.metric.update(samples)
             row.update({f"{prefix}/{k}": float(v) for k, v in self.metric.compute().items()})
-            images["samples" if not ema else "samples_ema"] = samples
+            images[prefix] = samples
         row["generator_step"] = step
         self.history.append(row)
         if trainer.is_global_zero:
@@ -108,15 +108,14 @@ class Evaluation(Callback):
         os.replace(temporary, directory / "evaluation.json")
         step = row["generator_step"]
         paths = {}
-        for key, samples in images.items() if self.plot else ():
-            prefix = "eval_ema/" if key == "samples_ema" else "eval/"
-            name = f"{step:07d}.png" if key == "samples" else f"{step:07d}_ema.png"
-            path = directory / "samples" / name
+        for prefix, samples in images.items() if self.plot else ():
+            suffix = "_ema" if prefix == "eval_ema" else ""  # W&B key samples[_ema], file <step>[_ema].png
+            path = directory / "samples" / f"{step:07d}{suffix}.png"
             if samples.dim() == 2 and samples.shape[1] == 2:
-                label = "moving average of G" if key == "samples_ema" else type(pl_module).__name__
+                label = "moving average of G" if suffix else type(pl_module).__name__
                 title = f"{label}, generator iteration {step}\n" + ", ".join(
-                    f"{k.removeprefix(prefix)} {v:.3g}" for k, v in row.items() if k.startswith(prefix))
-                paths[key] = scatter_over_modes(samples, self.centers, path, title)
+                    f"{k.removeprefix(prefix + '/')} {v:.3g}" for k, v in row.items() if k.startswith(prefix + "/"))
+                paths[f"samples{suffix}"] = scatter_over_modes(samples, self.centers, path, title)
             elif samples.dim() == 4:
-                paths[key] = image_grid(samples, path)
+                paths[f"samples{suffix}"] = image_grid(samples, path)
         log_images(trainer, paths, row, step)

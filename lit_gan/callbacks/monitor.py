@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lit_gan.callbacks.checkpoint import GeneratorCheckpoint
 from lit_gan.callbacks.evaluation import Evaluation
-from lit_gan.callbacks.output import run_directory
+from lit_gan.callbacks.output import find_callback, run_directory
 from lit_gan.errors import require
 
 
@@ -110,7 +110,7 @@ class StabilityMonitor(Callback):
         self.stop_on_collapse = stop_on_collapse
 
     # What a checkpoint keeps, so a resumed run raises the same alarms as an uninterrupted one.
-    STATE = ("real_diversity", "real_checks", "low_diversity_checks", "reasons", "win_since", "active", "alarms",
+    STATE = ("real_distance_total", "real_checks", "low_diversity_checks", "reasons", "win_since", "active", "alarms",
              "last_checked_step")
 
     # ------------------------------------------------------------------ set-up
@@ -118,7 +118,7 @@ class StabilityMonitor(Callback):
         generator = torch.Generator().manual_seed(self.seed)
         self.noise = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=generator)
         self.window: list[tuple[int, dict[str, Tensor]]] = []
-        self.real_diversity: float | None = None
+        self.real_distance_total = 0.0
         self.real_checks = 0
         self.low_diversity_checks = 0
         self.reasons: dict[str, str | None] = {"diversity": None, "coverage": None}
@@ -189,7 +189,7 @@ class StabilityMonitor(Callback):
             message = (f"parameter {names[0]} became non-finite by generator iteration {pl_module.generator_step}"
                        if names else f"another rank saw a non-finite loss by generator iteration {pl_module.generator_step}")
         pl_module.diverged = message
-        checkpoint = next((c for c in trainer.callbacks if isinstance(c, GeneratorCheckpoint)), None)
+        checkpoint = find_callback(trainer, GeneratorCheckpoint)
         last = checkpoint.directory(trainer) / "last.ckpt" if checkpoint is not None else None
         kept = (f"the last good checkpoint, {last}, is kept" if last is not None and last.exists()
                 else "no checkpoint had been written before this")
@@ -199,14 +199,12 @@ class StabilityMonitor(Callback):
         return False
 
     def measure(self, pl_module: pl.LightningModule, real: Tensor) -> dict[str, float]:
-        real_diversity = float(mean_pairwise_distance(real))
-        # A running mean over checks: one batch's estimate is noisy.
+        # The data's spread is averaged over every check: one batch's estimate is noisy.
+        self.real_distance_total += float(mean_pairwise_distance(real))
         self.real_checks += 1
-        n = self.real_checks
-        self.real_diversity = real_diversity if self.real_diversity is None else (
-            self.real_diversity + (real_diversity - self.real_diversity) / n)
+        real_diversity = self.real_distance_total / self.real_checks
         samples = pl_module.generate(self.noise)
-        diversity = float(mean_pairwise_distance(samples)) / max(self.real_diversity, 1e-12)
+        diversity = float(mean_pairwise_distance(samples)) / max(real_diversity, 1e-12)
         norms = spectral_norms(pl_module.discriminator)
         values = {"monitor/diversity": diversity}
         if norms:
@@ -223,7 +221,7 @@ class StabilityMonitor(Callback):
         self.reasons["diversity"] = (
             f"sample diversity is {diversity:.3g} of the data's (alarm below {self.collapse_diversity} for "
             f"{self.patience} checks)" if self.low_diversity_checks >= self.patience else None)
-        evaluation = next((c for c in trainer.callbacks if isinstance(c, Evaluation)), None)
+        evaluation = find_callback(trainer, Evaluation)
         latest = evaluation.latest if evaluation is not None else {}
         num_modes = getattr(trainer.datamodule, "num_modes", None)
         if latest.get("generator_step") == step and "eval/reverse_kl" in latest and num_modes:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
+
+C = TypeVar("C")
 
 
 def run_directory(trainer: pl.Trainer) -> Path:
@@ -20,6 +23,11 @@ def run_directory(trainer: pl.Trainer) -> Path:
     root = logger.save_dir or trainer.default_root_dir
     version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
     return Path(root) / str(logger.name) / version
+
+
+def find_callback(trainer: pl.Trainer, kind: type[C]) -> C | None:
+    """The trainer's first callback of type ``kind`` (callbacks read each other's results through this)."""
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
 
 
 def log_images(trainer: pl.Trainer, paths: dict[str, Path], row: dict[str, float], step: int) -> None:

@@ -165,6 +165,7 @@ class GANModule(pl.LightningModule):
         self.logged_values: dict[str, float] = {}
         self.step_losses: dict[str, Tensor] = {}  # this batch's losses, read by the stability monitor
         self.diverged: str | None = None  # set by the stability monitor when training must stop
+        self.pending_rng_states: dict | None = None  # from a checkpoint, restored at the first batch
 
     # ----------------------------------------------------------------- objective
     decision_threshold: float | None = None
@@ -376,7 +377,6 @@ class GANModule(pl.LightningModule):
         self.pending_rng_states = checkpoint.get("rng_states")
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        states = getattr(self, "pending_rng_states", None)
-        if states is not None:
-            set_rng_states(states)
+        if self.pending_rng_states is not None:
+            set_rng_states(self.pending_rng_states)
             self.pending_rng_states = None

@@ -33,6 +33,9 @@ def _seed_and_isolate(tmp_path, monkeypatch):
     """Every test starts from the same seed and writes into its own temporary folder."""
     torch.manual_seed(0)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    # An in-process W&B run exports its service's address; a training subprocess that inherits it
+    # shares this process's service, where a killed run's id stays "in use" and its resume fails.
+    os.environ.pop("WANDB_SERVICE", None)
     monkeypatch.chdir(ROOT)
     yield
 

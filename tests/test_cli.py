@@ -12,13 +12,15 @@ from lit_gan.cli import LitGANCLI, main
 from lit_gan.objectives import GANModule, optimizer_steps
 from tests.conftest import ROOT, quiet_args
 
+SHARED = ("nets", "data", "models", "studies", "trainer")  # folders of fragments, not experiments
 EXPERIMENTS = sorted(
     str(p.relative_to(ROOT)) for p in (ROOT / "configs").rglob("*.yaml")
-    if p.parent.name not in ("nets", "data", "studies", "trainer")
+    if p.relative_to(ROOT / "configs").parts[0] not in SHARED
 )
 TRAINER_FRAGMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs" / "trainer").glob("*.yaml"))
+MODELS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs" / "models").rglob("*.yaml"))
 FRAGMENTS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/*.yaml")
-                   if p.parent.name in ("nets", "data"))
+                   if p.parent.name in ("nets", "data")) + MODELS
 
 
 def test_every_objective_has_a_ring_and_a_grid_config():
@@ -73,7 +75,8 @@ def test_trainer_fragments_combine_with_any_experiment(fragment, tmp_path):
 @pytest.mark.parametrize("fragment", FRAGMENTS)
 def test_every_fragment_is_used_by_some_config(fragment):
     name = Path(fragment).name
-    assert any(name in (ROOT / c).read_text() for c in EXPERIMENTS), f"{fragment} is used by no config"
+    users = [c for c in EXPERIMENTS + MODELS if c != fragment and name in (ROOT / c).read_text()]
+    assert users, f"{fragment} is used by no config"
 
 
 def parse_error(capsys, args):

@@ -49,7 +49,7 @@ def test_fid_is_zero_on_itself_grows_with_a_shift_and_matches_an_independent_com
         assert results[-1]["fid"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
     assert results[0]["fid"] == pytest.approx(0.0, abs=1e-3)
     assert results[0]["fid"] < results[1]["fid"] < results[2]["fid"]
-    assert set(results[0]) == {"fid", "kid", "inception_score", "precision", "recall"}
+    assert set(results[0]) == set(FidelityMetrics.goals) == {"fid", "kid", "inception_score", "precision", "recall"}
     assert results[0]["precision"] == 1.0 and results[2]["precision"] < 1.0
 
 

@@ -15,6 +15,11 @@ from lit_gan.callbacks.samples import image_grid, scatter_over_modes
 from lit_gan.errors import ConfigError, require
 
 
+def score_prefixes(pl_module) -> dict[str, bool]:
+    """Where G's scores go (``eval/``), and its moving average's (``eval_ema/``) when the module keeps one."""
+    return {"eval": False, **({"eval_ema": True} if getattr(pl_module, "generator_ema", None) is not None else {})}
+
+
 class Evaluation(Callback):
     """Before training, every ``every_n_generator_steps`` generator iterations and at the end:
     generate ``num_samples`` samples from a fixed noise batch, score them with
@@ -82,8 +87,7 @@ class Evaluation(Callback):
         step = pl_module.generator_step
         row: dict[str, float] = {}
         images: dict[str, torch.Tensor] = {}  # by score prefix
-        prefixes = [("eval", False)] + ([("eval_ema", True)] if getattr(pl_module, "generator_ema", None) else [])
-        for prefix, ema in prefixes:
+        for prefix, ema in score_prefixes(pl_module).items():
             # Each DDP rank scores its share of the fixed noise; the metric's states sum over ranks.
             samples = pl_module.generate(self.noise[trainer.global_rank::trainer.world_size], ema=ema)
             if not torch.isfinite(samples).all():

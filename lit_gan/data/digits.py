@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lit_gan.errors import require
+from lit_gan.metrics.digits import DigitFrechetDistance, StackedDigitModes
 
 
 def load_digits_tensors(resolution: int = 8) -> tuple[Tensor, Tensor]:
@@ -59,6 +60,8 @@ class Digits(ImageDataModule):
     classifier (:mod:`lit_gan.metrics.digits`).
     """
 
+    metric_goals = DigitFrechetDistance.goals  # logged as eval/<key>
+
     def __init__(self, batch_size: int = 64, resolution: int = 8, num_workers: int = 0, seed: int = 0):
         super().__init__(batch_size, num_workers, seed)
         require(resolution >= 8, "data.resolution", resolution, "an image size >= 8")
@@ -73,8 +76,6 @@ class Digits(ImageDataModule):
         return TensorDataset(self.images)
 
     def evaluation_metric(self):
-        from lit_gan.metrics.digits import DigitFrechetDistance
-
         return DigitFrechetDistance(self.images)
 
 
@@ -102,6 +103,8 @@ class StackedDigits(ImageDataModule):
     1000 triples, and a Fréchet distance on classifier features.
     """
 
+    metric_goals = StackedDigitModes.goals  # logged as eval/<key>
+
     def __init__(self, batch_size: int = 64, resolution: int = 8, size: int = 60000, num_workers: int = 0,
                  seed: int = 0):
         super().__init__(batch_size, num_workers, seed)
@@ -120,6 +123,4 @@ class StackedDigits(ImageDataModule):
         return StackedDigitsDataset(self.images, self.labels, self.size, self.seed)
 
     def evaluation_metric(self):
-        from lit_gan.metrics.digits import StackedDigitModes
-
         return StackedDigitModes(StackedDigitsDataset(self.images, self.labels, 2000, self.seed + 1))

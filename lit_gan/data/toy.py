@@ -44,6 +44,8 @@ class GaussianMixture(pl.LightningDataModule):
     so runs are reproducible and DDP ranks see different samples.
     """
 
+    metric_goals = ModeCoverage.goals  # logged as eval/<key>
+
     def __init__(self, centers: Tensor, std: float, batch_size: int, seed: int):
         super().__init__()
         require(std > 0, "data.std", std, "a standard deviation > 0")

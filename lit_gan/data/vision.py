@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from lit_gan.data.digits import ImageDataModule
 from lit_gan.errors import ConfigError, require
+from lit_gan.metrics.fidelity import FidelityMetrics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -58,6 +59,8 @@ class TorchvisionImages(ImageDataModule):
     folder that was searched and how to provide it.
     """
 
+    metric_goals = FidelityMetrics.goals  # logged as eval/<key>
+
     def __init__(self, name: Literal["mnist", "fashion_mnist", "cifar10", "celeba"] = "cifar10", root: str = "data",
                  split: Literal["train", "test"] = "train", resolution: Optional[int] = None, download: bool = False,
                  batch_size: int = 64, num_workers: int = 4, seed: int = 0,
@@ -96,8 +99,6 @@ class TorchvisionImages(ImageDataModule):
         return FirstItem(self._load())
 
     def evaluation_metric(self):
-        from lit_gan.metrics.fidelity import FidelityMetrics
-
         return FidelityMetrics(self.train_dataset(), cache_name=f"{self.name}-{self.split}-{self.resolution}px",
                                weights_path=self.inception_weights)
 
@@ -145,6 +146,8 @@ class ImageFolder(ImageDataModule):
     image, corrupt, truncated) are skipped with one warning that counts them
     (``bad_files: skip``) or stop the run naming the first (``bad_files: fail``).
     """
+
+    metric_goals = FidelityMetrics.goals  # logged as eval/<key>
 
     def __init__(self, root: str, resolution: int = 64, channels: Literal[1, 3] = 3, batch_size: int = 64,
                  num_workers: int = 4, seed: int = 0, inception_weights: Optional[str] = None,
@@ -203,8 +206,6 @@ class ImageFolder(ImageDataModule):
         return FolderDataset(self.files(), image_transform(self.resolution, self.channels))
 
     def evaluation_metric(self):
-        from lit_gan.metrics.fidelity import FidelityMetrics
-
         name = "folder-" + self.fingerprint(self.files())  # changes when the folder does
         return FidelityMetrics(self.train_dataset(), cache_name=f"{name}-{self.resolution}px",
                                weights_path=self.inception_weights)

@@ -115,6 +115,7 @@ class DigitFrechetDistance(Metric):
     """Fréchet distance between generated and real digits in the digit classifier's feature space."""
 
     full_state_update = False
+    goals = {"frechet_distance": "minimize"}  # keys of compute()
 
     def __init__(self, real: Tensor, **kwargs):
         super().__init__(**kwargs)
@@ -139,6 +140,7 @@ class StackedDigitModes(Metric):
     """
 
     full_state_update = False
+    goals = {"modes": "maximize", "reverse_kl": "minimize", "frechet_distance": "minimize"}  # keys of compute()
 
     def __init__(self, reference: Dataset, **kwargs):
         super().__init__(**kwargs)

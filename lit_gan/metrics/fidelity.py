@@ -66,6 +66,8 @@ class FidelityMetrics(Metric):
 
     full_state_update = False
     higher_is_better = None
+    goals = {"fid": "minimize", "kid": "minimize", "inception_score": "maximize", "precision": "maximize",
+             "recall": "maximize"}  # keys of compute(), with every switch on
 
     def __init__(self, real: Dataset, cache_name: str, weights_path: Optional[str] = None, fid: bool = True,
                  kid: bool = True, isc: bool = True, prc: bool = True, batch_size: int = 64,

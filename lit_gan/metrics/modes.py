@@ -22,6 +22,7 @@ class ModeCoverage(Metric):
 
     full_state_update = False
     higher_is_better = None
+    goals = {"modes": "maximize", "high_quality_pct": "maximize", "reverse_kl": "minimize"}  # keys of compute()
 
     def __init__(self, centers: Tensor, std: float, threshold_stds: float = 3.0, **kwargs):
         super().__init__(**kwargs)

@@ -4,8 +4,8 @@
     python -m lit_gan.study --configs configs/ring/*.yaml --seeds 0 1 2 --generator_steps 5000
 
 Each run is a separate ``train.py`` process (its own W&B run under
-``--runs_dir``, grouped in W&B by the study's name); ``--jobs`` runs that
-many at once with one torch thread each. Writes into ``--out``:
+``--runs_dir``, grouped in W&B by the study's name); ``--jobs`` (default: one per
+core) runs that many at once with cores / jobs torch threads each. Writes into ``--out``:
 ``runs.csv`` (one row per run), ``table.md`` (mean ± standard error over
 seeds per config, with the published rows for the same benchmark from
 ``docs/reference/``), ``samples.png`` (the final samples of every run) and
@@ -256,7 +256,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--configs", nargs="+", type=Path, help="configs to train (instead of, or on top of, a suite)")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: the suite's, else 0")
     parser.add_argument("--generator_steps", type=int, help="default: the suite's, else 5000")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at once (each gets cores / jobs torch threads)")
+    # One single-threaded run per core: 2.15x the runs per hour of one run at a time with every core on
+    # the toy MLPs (benchmarks/study_throughput.py, docs/PERFORMANCE.md).
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="runs at once, each with cores / jobs torch threads (default: one per core)")
     parser.add_argument("--name", help="the study's name: its W&B group (default: the suite's name, else 'study')")
     parser.add_argument("--out", type=Path, help="where the table, CSV and plots go (default: outputs/studies/NAME)")
     parser.add_argument("--runs_dir", type=Path, default=Path("outputs/study-runs"), help="where each run's files go")

@@ -1,0 +1,106 @@
+"""GPU training throughput: images/s of lit-gan's full training step for DCGAN-32 and SNGAN ResNet-32.
+
+    python -m benchmarks.gpu_throughput                  # about 3 minutes on one GPU; --write updates docs/PERFORMANCE.md
+
+For each network pair (``configs/cifar10/dcgan.yaml``, ``configs/cifar10/sngan_resnet.yaml``) and
+batch size (64, 256) it trains through ``train.py``'s CLI on random tensors and reports generated +
+real images per second of discriminator steps (batch x D steps / s) in four settings: fp32,
+bf16-mixed (``--trainer.precision=bf16-mixed``), channels_last (networks and batches), and
+``torch.compile`` of both networks. The first ``--warmup`` generator iterations (compilation,
+cuDNN autotuning) are not timed. ``--device cpu`` runs the same code on the CPU (a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from benchmarks.common import commit, machine, write_section
+from benchmarks.train_step import IterationTimes
+from lit_gan.cli import LitGANCLI
+
+PAIRS = {"DCGAN-32": "configs/cifar10/dcgan.yaml", "ResNet-32 (SNGAN)": "configs/cifar10/sngan_resnet.yaml"}
+SETTINGS = ("fp32", "bf16-mixed", "channels_last", "torch.compile")
+
+
+class ChannelsLast(torch.nn.Module):
+    """Wraps a network so that its input (and so its activations) are in channels_last layout."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net.to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        return self.net(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.net, name)
+
+
+def throughput(config: str, batch: int, setting: str, iterations: int, warmup: int, device: str) -> float:
+    with tempfile.TemporaryDirectory() as directory:
+        args = ["--config", config, f"--generator_steps={warmup + iterations}",
+                '--data={"class_path": "benchmarks.common.RandomImages", "init_args": {"batch_size": %d, "size": %d, "num_workers": 0}}'
+                % (batch, batch * 8),
+                "--checkpoint.monitor=null", "--trainer.enable_progress_bar=false",
+                f"--trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "--trainer.devices=1",
+                "--trainer.precision=" + ("bf16-mixed" if setting == "bf16-mixed" else "32-true"),
+                f"--trainer.logger.init_args.save_dir={directory}", f"--trainer.default_root_dir={directory}",
+                f"--evaluation.every_n_generator_steps={10 * (warmup + iterations)}", "--evaluation.num_samples=64"]
+        cli = LitGANCLI(args=args)
+        model = cli.model
+        if setting == "channels_last":
+            model.generator, model.discriminator = ChannelsLast(model.generator), ChannelsLast(model.discriminator)
+        if setting == "torch.compile":
+            model.generator, model.discriminator = torch.compile(model.generator), torch.compile(model.discriminator)
+        timer = IterationTimes()
+        cli.trainer.callbacks.append(timer)
+        cli.trainer.fit(model, datamodule=cli.datamodule)
+        cli.trainer.logger.experiment.finish()
+        seconds = statistics.median(timer.seconds[warmup:])
+    return batch * model.n_critic / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", type=int, default=30, help="timed generator iterations per setting")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--write", action="store_true", help="update the section in docs/PERFORMANCE.md")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA GPU here: run on a GPU machine, or pass --device cpu for a smoke test")
+    start = time.perf_counter()
+    rows = []
+    for name, config in PAIRS.items():
+        for batch in args.batches:
+            speeds = {s: throughput(config, batch, s, args.iterations, args.warmup, args.device) for s in args.settings}
+            rows.append((name, batch, speeds))
+            print(name, batch, {s: round(v) for s, v in speeds.items()}, flush=True)
+    lines = [f"Machine: {machine()}; commit {commit()}; {time.perf_counter() - start:.0f} s in all.",
+             f"Command: `python -m benchmarks.gpu_throughput --iterations {args.iterations} --warmup {args.warmup}"
+             f"{' --device cpu' if args.device == 'cpu' else ''} --write` (images/s through D: batch x n_critic "
+             f"per generator iteration, median; higher is better).", "",
+             "| networks | batch | " + " | ".join(args.settings) + " |",
+             "|---|---|" + "---|" * len(args.settings)]
+    for name, batch, speeds in rows:
+        best = max(speeds.values())
+        lines.append(f"| {name} | {batch} | " + " | ".join(
+            (f"**{v:,.0f}**" if v == best else f"{v:,.0f}") for v in speeds.values()) + " |")
+    report = "\n".join(lines)
+    print(report)
+    if args.write:
+        write_section("gpu_throughput", report)
+
+
+if __name__ == "__main__":
+    main()

@@ -59,6 +59,13 @@ def write_section(name: str, markdown: str) -> None:
     print(f"wrote the {name} section of {REPORT.relative_to(ROOT)}")
 
 
+def publish(name: str, report: str, write: bool) -> None:
+    """Print a benchmark's report; with ``write``, also make it the ``name`` section of docs/PERFORMANCE.md."""
+    print(report)
+    if write:
+        write_section(name, report)
+
+
 class MeanPixel(Metric):
     """A near-free stand-in score for random images (FID's own cost is measured by benchmarks/evaluation.py)."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from benchmarks.common import commit, machine, write_section
+from benchmarks.common import commit, machine, publish
 
 
 class Images(Dataset):
@@ -95,10 +95,7 @@ def main() -> None:
               f"({ours_miss / ours_hit:.2f}× faster once the real features are cached). "
               f"Same FID from both: {'yes' if same else 'NO'} "
               f"({ours_scores['fid']:.6g} vs {their_scores['frechet_inception_distance']:.6g})."]
-    report = "\n".join(lines)
-    print(report)
-    if args.write:
-        write_section("evaluation", report)
+    publish("evaluation", "\n".join(lines), args.write)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from benchmarks.common import commit, machine, write_section
+from benchmarks.common import commit, machine, publish
 from benchmarks.train_step import IterationTimes
 from lit_gan.cli import LitGANCLI
 
@@ -96,10 +96,7 @@ def main() -> None:
         best = max(speeds.values())
         lines.append(f"| {name} | {batch} | " + " | ".join(
             (f"**{v:,.0f}**" if v == best else f"{v:,.0f}") for v in speeds.values()) + " |")
-    report = "\n".join(lines)
-    print(report)
-    if args.write:
-        write_section("gpu_throughput", report)
+    publish("gpu_throughput", "\n".join(lines), args.write)
 
 
 if __name__ == "__main__":

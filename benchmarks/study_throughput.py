@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks.common import ROOT, commit, machine, write_section
+from benchmarks.common import ROOT, commit, machine, publish
 
 
 def study_seconds(jobs: int, runs: int, generator_steps: int) -> float:
@@ -46,10 +46,7 @@ def main() -> None:
     lines += [f"| `--jobs {jobs}` | {max(1, cores // jobs)} | {seconds:.0f} | {3600 * args.runs / seconds:.0f} |"
               for jobs, seconds in rows]
     lines += ["", f"Parallel processes: {rows[0][1] / rows[1][1]:.2f}× the throughput of one run at a time."]
-    report = "\n".join(lines)
-    print(report)
-    if args.write:
-        write_section("study_throughput", report)
+    publish("study_throughput", "\n".join(lines), args.write)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.common import commit, machine, median_ms, write_section
+from benchmarks.common import commit, machine, median_ms, publish
 from lit_gan.cli import LitGANCLI
 
 CASES = {
@@ -167,9 +167,7 @@ def main() -> None:
               f"Command: `python -m benchmarks.train_step --repeats {args.repeats}"
               f"{f' --threads {args.threads}' if args.threads else ''}"
               f"{f' --scale {args.scale}' if args.scale != 1 else ''} --write`\n\n" + table(results))
-    print(report)
-    if args.write:
-        write_section("train_step", report)
+    publish("train_step", report, args.write)
 
 
 if __name__ == "__main__":

@@ -112,3 +112,14 @@ def test_wandb_without_login_or_network_runs_offline_from_the_config_alone(tmp_p
     assert result.returncode == 0, result.stderr[-2000:]
     assert "W&B run: " in result.stdout
     assert len(list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))) == 1
+
+
+def test_progress_bar_counts_generator_iterations_and_redraws_at_a_bounded_rate(tmp_path, capsys):
+    """One bar in generator iterations, with the losses; tqdm redraws it at most every 0.1 s, not per step."""
+    args = [a for a in quiet_args(tmp_path) if "enable_progress_bar" not in a]
+    main(["--config", "configs/quickstart.yaml", "--generator_steps=300", "--evaluation.every_n_generator_steps=300",
+          "--trainer.log_every_n_steps=100", *args])
+    out = capsys.readouterr().out
+    frames = [frame for frame in out.replace("\n", "\r").split("\r") if frame.startswith("Generator iterations")]
+    assert "300/300" in frames[-1] and "loss_D=" in frames[-1] and "loss_G=" in frames[-1]
+    assert 2 <= len(frames) < 100  # 300 iterations of the toy MLP run in well over 0.2 s and far under 30 s

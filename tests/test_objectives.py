@@ -136,6 +136,70 @@ def test_n_critic_schedule_and_frozen_parameters(n_critic):
             assert not torch.equal(g_before, g_after), "G did not change during its own step"
 
 
+class NumberedBatches(pl.LightningDataModule):
+    """A finite epoch of ``batches`` batches of 2-D points; every point of batch i equals i."""
+
+    def __init__(self, batches: int):
+        super().__init__()
+        self.batches = batches
+
+    def train_dataloader(self):
+        data = torch.arange(self.batches, dtype=torch.float32).repeat_interleave(4)[:, None].expand(-1, 2)
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.contiguous()), batch_size=4)
+
+
+class SeenBatches(NonSaturatingGAN):
+    """Records which numbered batch each D step trains on."""
+
+    def update_discriminator(self, real, optimizer, measure=True):
+        self.seen = getattr(self, "seen", []) + [int(real[0, 0])]
+        return super().update_discriminator(real, optimizer, measure)
+
+
+def test_critic_cycles_run_across_epoch_ends_without_skipping_a_batch():
+    """One training_step is one generator iteration drawing its n_critic batches itself; an epoch of
+    5 batches ends inside the cycle of 3, and the cycle finishes on the next epoch's batches."""
+    pl.seed_everything(0)
+    module = SeenBatches(MLPGenerator(width=16, depth=2), MLPDiscriminator(width=16, depth=2), n_critic=3)
+    recorder = StepRecorder()
+    trainer = fit(module, NumberedBatches(5), generator_steps=7, callbacks=[recorder])
+    assert module.seen == [i % 5 for i in range(21)]
+    assert "".join(e[0] for e in recorder.events) == "DDDG" * 7
+    assert module.generator_step == 7 and trainer.current_epoch >= 4  # 21 batches span 5 epochs
+
+
+class BackwardListener(pl.Callback):
+    calls = 0
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self.calls += 1
+
+
+class StepListener(pl.Callback):
+    calls = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.calls += 1
+
+
+@pytest.mark.parametrize("listener, precision, through_lightning", [
+    (None, "32-true", False), (BackwardListener, "32-true", True), (StepListener, "32-true", True),
+    (None, "bf16-mixed", True)])
+def test_lightning_wrappers_are_skipped_only_where_nothing_needs_them(listener, precision, through_lightning):
+    """A callback's backward or optimizer-step hook, or a precision plugin other than fp32, is still
+    honoured; either way Lightning counts every optimizer step."""
+    pl.seed_everything(0)
+    module = make(NonSaturatingGAN)
+    callbacks = [listener()] if listener else []
+    trainer = pl.Trainer(max_steps=optimizer_steps(3, 1), logger=False, enable_progress_bar=False, precision=precision,
+                         enable_checkpointing=False, enable_model_summary=False, callbacks=callbacks)
+    trainer.fit(module, GridGaussians())
+    assert module.direct_steps is not through_lightning
+    if listener:
+        assert callbacks[0].calls == 6  # one D and one G backward / step per iteration
+    assert module.generator_step == 3 and trainer.global_step == optimizer_steps(3, 1)
+
+
 def test_wgan_clipping_bounds_every_critic_weight():
     pl.seed_everything(0)
     module = make(WGAN, clip_value=0.02, lr_d=0.5)  # a huge step that would leave the box without clipping

@@ -152,8 +152,7 @@ class StabilityMonitor(Callback):
         self.last_checked_step = step
         if not self.check_finite(trainer, pl_module):
             return
-        real = batch[0] if isinstance(batch, (list, tuple)) else batch
-        values = self.measure(pl_module, real)
+        values = self.measure(pl_module, pl_module.real_batch)
         self.check_collapse(trainer, pl_module, values["monitor/diversity"])
         self.check_discriminator_wins(trainer, pl_module)
         values["monitor/alarms"] = len(self.alarms)

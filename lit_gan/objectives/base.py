@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import random
+import warnings
 from typing import Callable, Iterator, Literal, Optional, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from lit_gan.errors import ConfigError, require
 from lit_gan.penalties import Penalty
 from lit_gan.stabilizers import HistoricalAverage, annealed_std, make_ema, unrolled_discriminator, update_ema
+
+# training_step(dataloader_iter) is Lightning's way for a step to draw its own batches (n_critic of them).
+warnings.filterwarnings("ignore", "Found `dataloader_iter` argument in the `training_step`")
 
 
 def optimizer_steps(generator_steps: int, n_critic: int) -> int:
@@ -68,6 +76,21 @@ def set_rng_states(states: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def lightning_wrappers_idle(trainer: pl.Trainer) -> bool:
+    """Whether Lightning's ``manual_backward`` and optimizer-step wrappers would only call hooks nobody overrides.
+
+    So on one device in plain fp32 when neither the module nor a callback overrides ``backward``,
+    ``on_before_backward``, ``on_after_backward`` or ``on_before_optimizer_step``. Not so under a
+    distributed strategy (DDP prepares its reducer in ``manual_backward``) or another precision
+    plugin (16-mixed scales the loss and unscales before the step).
+    """
+    hooks = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+    module = trainer.lightning_module
+    return (type(trainer.strategy) is SingleDeviceStrategy and type(trainer.precision_plugin) is Precision
+            and not any(is_overridden(hook, module, pl.LightningModule) for hook in ("backward", *hooks))
+            and not any(is_overridden(hook, callback, Callback) for callback in trainer.callbacks for hook in hooks))
 
 
 def _floats(betas) -> tuple[float, float]:
@@ -163,7 +186,9 @@ class GANModule(pl.LightningModule):
         self.generator_step = 0
         self.discriminator_step = 0
         self.logged_values: dict[str, float] = {}
-        self.step_losses: dict[str, Tensor] = {}  # this batch's losses, read by the stability monitor
+        self.step_losses: dict[str, Tensor] = {}  # this iteration's losses, read by the stability monitor
+        self.real_batch: Tensor | None = None  # this iteration's last real batch, read by the stability monitor
+        self.direct_steps = False  # set at fit start: see lightning_wrappers_idle
         self.diverged: str | None = None  # set by the stability monitor when training must stop
         self.pending_rng_states: dict | None = None  # from a checkpoint, restored at the first batch
 
@@ -253,30 +278,78 @@ class GANModule(pl.LightningModule):
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         for penalty in self.penalties:
             penalty.scaler = scaler
+        self.direct_steps = lightning_wrappers_idle(self.trainer)
 
     def step_if_any_gradient(self, optimizer) -> None:
-        """``optimizer.step()``, skipped when no parameter got a gradient (a GradScaler refuses such steps)."""
-        if any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
+        """``optimizer.step()``, skipped when no parameter got a gradient (a GradScaler refuses such steps).
+
+        With :attr:`direct_steps` it does what Lightning's optimizer wrapper does around the step
+        (count it, time it in the profiler) and leaves out its hook calls, which nobody listens to.
+        """
+        if not any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
+            return
+        if self.direct_steps:
+            optimizer._on_before_step()
+            optimizer.optimizer.step()
+            optimizer._on_after_step()
+        else:
             optimizer.step()
 
-    def training_step(self, batch, batch_idx: int) -> None:
-        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+    def backpropagate(self, loss: Tensor) -> None:
+        """``loss.backward()``, through Lightning's ``manual_backward`` unless :attr:`direct_steps`.
+
+        Lightning's wrappers of the backward pass and the optimizer step cost ~0.5 ms an iteration on
+        a CPU, where a toy MLP's whole iteration is ~8 ms (docs/PERFORMANCE.md).
+        """
+        if self.direct_steps:
+            loss.backward()
+        else:
+            self.manual_backward(loss)
+
+    def next_real_batch(self, dataloader_iter) -> Optional[Tensor]:
+        """The next batch of real samples on this device, or None when the epoch's data ran out.
+
+        The batch takes the path Lightning's loop gives a ``training_step(batch)``: precision
+        conversion, ``on_before_batch_transfer``, ``transfer_batch_to_device``, ``on_after_batch_transfer``.
+        """
+        try:
+            batch, _, _ = next(dataloader_iter)
+        except StopIteration:
+            return None
+        batch = self._on_before_batch_transfer(self.trainer.precision_plugin.convert_input(batch), dataloader_idx=0)
+        batch = self.trainer.strategy.batch_to_device(batch, dataloader_idx=0)
+        return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+    def training_step(self, dataloader_iter) -> None:
+        """One generator iteration: ``n_critic`` D steps, each on its own real batch, then one G step.
+
+        The step draws its batches itself, so Lightning's per-batch loop runs once per generator
+        iteration rather than ``n_critic`` times. When an epoch's data runs out mid-cycle the cycle
+        goes on in the next epoch (``discriminator_step`` counts D steps across epochs).
+        """
         opt_d, opt_g = self.optimizers()
         # Metrics cost extra kernels, so they are gathered only in iterations that get logged.
         every = self.trainer.log_every_n_steps
         measure = every > 0 and (self.generator_step + 1) % every == 0
-        metrics = self.update_discriminator(real, opt_d, measure)
-        self.discriminator_step += 1
-        if self.discriminator_step % self.n_critic == 0:
-            metrics.update(self.update_generator(real, opt_g, measure))
-            self.generator_step += 1
-            if self.generator_ema is not None:
-                decay = self.hparams.ema_decay if self.generator_step > self.hparams.ema_start else 0.0
-                update_ema(self.generator_ema, self.generator, decay)
-            for scheduler in self.lr_schedulers() or []:
-                scheduler.step()
-            if measure:
-                self.log_to_loggers(metrics)
+        self.step_losses = {}
+        while True:
+            real = self.next_real_batch(dataloader_iter)
+            if real is None:
+                return
+            self.real_batch = real
+            metrics = self.update_discriminator(real, opt_d, measure)
+            self.discriminator_step += 1
+            if self.discriminator_step % self.n_critic == 0:
+                break
+        metrics.update(self.update_generator(real, opt_g, measure))
+        self.generator_step += 1
+        if self.generator_ema is not None:
+            decay = self.hparams.ema_decay if self.generator_step > self.hparams.ema_start else 0.0
+            update_ema(self.generator_ema, self.generator, decay)
+        for scheduler in self.lr_schedulers() or []:
+            scheduler.step()
+        if measure:
+            self.log_to_loggers(metrics)
         self.step_losses = {k: v for k, v in metrics.items() if k.startswith(("loss/", "penalty/"))}
 
     def update_discriminator(self, real: Tensor, optimizer, measure: bool = True) -> dict[str, Tensor]:
@@ -292,7 +365,7 @@ class GANModule(pl.LightningModule):
             penalties["penalty/historical_average"] = (
                 self.hparams.historical_averaging * self.historical_average_d.penalty(self.discriminator))
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss + sum(penalties.values()))
+        self.backpropagate(loss + sum(penalties.values()) if penalties else loss)
         self.step_if_any_gradient(optimizer)
         self.after_discriminator_step()
         if self.historical_average_d is not None:
@@ -326,7 +399,7 @@ class GANModule(pl.LightningModule):
             historical = self.hparams.historical_averaging * self.historical_average_g.penalty(self.generator)
             total = loss + historical
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(total)
+        self.backpropagate(total)
         self.step_if_any_gradient(optimizer)
         losses = {"loss/generator": loss.detach()}
         if self.historical_average_g is not None:

@@ -25,11 +25,16 @@ from lightning.pytorch.callbacks import Callback
 
 from benchmarks.common import commit, machine, median_ms, publish
 from lit_gan.cli import LitGANCLI
+from lit_gan.objectives import NonSaturatingGAN
 
 CASES = {
     # name: (config, extra arguments, generator iterations per timed run, target ratio of medians)
     "non-saturating GAN, grid, MLP": ("configs/grid/nonsaturating.yaml", [], 1500, 1.10),
     "WGAN-GP, grid, MLP": ("configs/grid/wgan_gp.yaml", [], 400, 1.10),
+    # Not lit-gan's step: the plain loop's math as the module's training_step, inside Lightning's loop
+    # with the same callbacks and logger. What is left over plain is Lightning's own per-batch cost.
+    "Lightning floor: the plain math as training_step, grid, MLP": (
+        "configs/grid/nonsaturating.yaml", ["--model.class_path=benchmarks.train_step.PlainMathModule"], 1500, None),
     "DCGAN 32 px, random tensors": ("configs/cifar10/dcgan.yaml", [
         '--data={"class_path": "benchmarks.common.RandomImages", "init_args": {"batch_size": 64, "num_workers": 0}}',
         "--checkpoint.monitor=null"], 40, 1.03),
@@ -63,6 +68,30 @@ class IterationTimes(Callback):
             self.plain_seconds.append(done - now)
             now = done
         self.last, self.step = now, pl_module.generator_step
+
+
+class PlainMathModule(NonSaturatingGAN):
+    """The plain loop's non-saturating iteration, line for line, as a training_step. Lightning still
+    counts the optimizer steps (the two calls around each ``step()`` are what its optimizer wrapper does)."""
+
+    def training_step(self, dataloader_iter) -> None:
+        opt_d, opt_g = self.optimizers()
+        generator, discriminator, latent = self.generator, self.discriminator, self.generator.latent_dim
+        real = self.real_batch = next(dataloader_iter)[0]
+        with torch.no_grad():
+            fake = generator(torch.randn(real.shape[0], latent))
+        loss = F.softplus(-discriminator(real)).mean() + F.softplus(discriminator(fake)).mean()
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_d._on_before_step(), opt_d.optimizer.step(), opt_d._on_after_step()
+        discriminator.requires_grad_(False)
+        loss = F.softplus(-discriminator(generator(torch.randn(real.shape[0], latent)))).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g._on_before_step(), opt_g.optimizer.step(), opt_g._on_after_step()
+        discriminator.requires_grad_(True)
+        self.discriminator_step += 1
+        self.generator_step += 1
 
 
 def build(config: str, extra: list[str], iterations: int, directory: str) -> LitGANCLI:
@@ -146,9 +175,10 @@ def table(results: list[dict]) -> str:
              "| ratio of medians | target | ratio of means (all periodic work) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        verdict = "met" if r["ratio"] <= r["target"] else "**missed**"
+        target = "—" if r["target"] is None else (
+            f"≤ {r['target']:.2f} ({'met' if r['ratio'] <= r['target'] else '**missed**'})")
         lines.append(f"| {r['case']} | `{r['config']}` | {r['iterations']} | {r['plain_ms']:.2f} | {r['ours_ms']:.2f} "
-                     f"| **{r['ratio']:.3f}** | ≤ {r['target']:.2f} ({verdict}) | {r['mean_ratio']:.3f} |")
+                     f"| **{r['ratio']:.3f}** | {target} | {r['mean_ratio']:.3f} |")
     return "\n".join(lines)
 
 

@@ -100,9 +100,11 @@ def _floats(betas) -> tuple[float, float]:
 class GANModule(pl.LightningModule):
     """Alternating GAN training with manual optimisation.
 
-    Each batch makes one discriminator update; after every ``n_critic``-th one
-    the generator makes one update (Goodfellow et al. 2014, Algorithm 1, with
-    the critic schedule of Arjovsky et al. 2017, Algorithm 1). D and G have
+    One ``training_step`` is one generator iteration: ``n_critic``
+    discriminator updates, each on its own real batch, then one generator
+    update (Goodfellow et al. 2014, Algorithm 1, with the critic schedule of
+    Arjovsky et al. 2017, Algorithm 1). Lightning's hooks such as
+    ``on_train_batch_end`` therefore run once per generator iteration. D and G have
     their own Adam learning rates and betas, which gives the two time-scale
     update rule (TTUR, Heusel et al. 2017). ``lr_decay: linear`` takes both
     learning rates linearly to 0 over the run.

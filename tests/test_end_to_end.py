@@ -123,3 +123,18 @@ def test_progress_bar_counts_generator_iterations_and_redraws_at_a_bounded_rate(
     frames = [frame for frame in out.replace("\n", "\r").split("\r") if frame.startswith("Generator iterations")]
     assert "300/300" in frames[-1] and "loss_D=" in frames[-1] and "loss_G=" in frames[-1]
     assert 2 <= len(frames) < 100  # 300 iterations of the toy MLP run in well over 0.2 s and far under 30 s
+
+
+def test_mode_spread_script_reads_a_finished_run(finished_run):
+    """scripts/analysis/mode_spread.py rebuilds the run from its config and reports every mode."""
+    import re
+    import subprocess
+    import sys
+
+    cli, _, _ = finished_run
+    out = subprocess.run([sys.executable, "scripts/analysis/mode_spread.py", str(run_directory(cli.trainer)),
+                          "--samples", "2000"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "2000 samples of generator iteration 40; sigma = 0.05" in out
+    shares = [float(x) for x in re.findall(r"sigma ([\d.]+)%", out)]
+    assert len(shares) == 6 and shares == sorted(shares) and shares[-1] <= 100
+    assert len(re.findall(r"^ +\d+ \|", out, re.M)) == 25

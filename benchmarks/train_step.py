@@ -26,6 +26,7 @@ from lightning.pytorch.callbacks import Callback
 from benchmarks.common import commit, machine, median_ms, publish
 from lit_gan.cli import LitGANCLI
 from lit_gan.objectives import NonSaturatingGAN
+from lit_gan.objectives.base import step_without_hooks
 
 CASES = {
     # name: (config, extra arguments, generator iterations per timed run, target ratio of medians)
@@ -71,25 +72,13 @@ class IterationTimes(Callback):
 
 
 class PlainMathModule(NonSaturatingGAN):
-    """The plain loop's non-saturating iteration, line for line, as a training_step. Lightning still
-    counts the optimizer steps (the two calls around each ``step()`` are what its optimizer wrapper does)."""
+    """The plain loop's non-saturating iteration (:func:`plain_iteration`) as a training_step, with the
+    optimizer steps counted for Lightning as lit-gan's own direct steps count them."""
 
     def training_step(self, dataloader_iter) -> None:
         opt_d, opt_g = self.optimizers()
-        generator, discriminator, latent = self.generator, self.discriminator, self.generator.latent_dim
-        real = self.real_batch = next(dataloader_iter)[0]
-        with torch.no_grad():
-            fake = generator(torch.randn(real.shape[0], latent))
-        loss = F.softplus(-discriminator(real)).mean() + F.softplus(discriminator(fake)).mean()
-        opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_d._on_before_step(), opt_d.optimizer.step(), opt_d._on_after_step()
-        discriminator.requires_grad_(False)
-        loss = F.softplus(-discriminator(generator(torch.randn(real.shape[0], latent)))).mean()
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g._on_before_step(), opt_g.optimizer.step(), opt_g._on_after_step()
-        discriminator.requires_grad_(True)
+        self.real_batch = plain_iteration(self.generator, self.discriminator, opt_d, opt_g,
+                                          lambda: next(dataloader_iter)[0], step=step_without_hooks)
         self.discriminator_step += 1
         self.generator_step += 1
 
@@ -116,7 +105,6 @@ class PlainLoop:
         self.generator = copy.deepcopy(cli.model.generator)
         self.discriminator = copy.deepcopy(cli.model.discriminator)
         self.n_critic, self.penalty_weight = hp.n_critic, getattr(hp, "gradient_penalty_weight", None)
-        self.wasserstein = self.penalty_weight is not None
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas_d))
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas_g))
         self.stream = iter(copy.deepcopy(cli.datamodule).train_dataloader())
@@ -126,27 +114,35 @@ class PlainLoop:
         return real[0] if isinstance(real, (list, tuple)) else real
 
     def iteration(self) -> None:
-        generator, discriminator, latent = self.generator, self.discriminator, self.generator.latent_dim
-        for _ in range(self.n_critic):
-            real = self.batch()
-            with torch.no_grad():
-                fake = generator(torch.randn(real.shape[0], latent))
-            real_logits, fake_logits = discriminator(real), discriminator(fake)
-            if self.wasserstein:
-                loss = fake_logits.mean() - real_logits.mean() + gradient_penalty(
-                    discriminator, real, fake, self.penalty_weight)
-            else:
-                loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-            self.opt_d.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt_d.step()
-        discriminator.requires_grad_(False)
-        fake_logits = discriminator(generator(torch.randn(real.shape[0], latent)))
-        loss = -fake_logits.mean() if self.wasserstein else F.softplus(-fake_logits).mean()
-        self.opt_g.zero_grad(set_to_none=True)
+        plain_iteration(self.generator, self.discriminator, self.opt_d, self.opt_g, self.batch,
+                        self.n_critic, self.penalty_weight)
+
+
+def plain_iteration(generator, discriminator, opt_d, opt_g, next_batch, n_critic=1, penalty_weight=None,
+                    step=lambda optimizer: optimizer.step()) -> torch.Tensor:
+    """One generator iteration written out: ``n_critic`` D steps, one G step; non-saturating GAN, or
+    WGAN-GP when ``penalty_weight`` is given. Returns the last real batch."""
+    latent = generator.latent_dim
+    for _ in range(n_critic):
+        real = next_batch()
+        with torch.no_grad():
+            fake = generator(torch.randn(real.shape[0], latent))
+        real_logits, fake_logits = discriminator(real), discriminator(fake)
+        if penalty_weight is not None:
+            loss = fake_logits.mean() - real_logits.mean() + gradient_penalty(discriminator, real, fake, penalty_weight)
+        else:
+            loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+        opt_d.zero_grad(set_to_none=True)
         loss.backward()
-        self.opt_g.step()
-        discriminator.requires_grad_(True)
+        step(opt_d)
+    discriminator.requires_grad_(False)
+    fake_logits = discriminator(generator(torch.randn(real.shape[0], latent)))
+    loss = -fake_logits.mean() if penalty_weight is not None else F.softplus(-fake_logits).mean()
+    opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    step(opt_g)
+    discriminator.requires_grad_(True)
+    return real
 
 
 def measure(name: str, repeats: int, scale: float) -> dict:

@@ -81,8 +81,8 @@ def set_rng_states(states: dict) -> None:
 def lightning_wrappers_idle(trainer: pl.Trainer) -> bool:
     """Whether Lightning's ``manual_backward`` and optimizer-step wrappers would only call hooks nobody overrides.
 
-    So on one device in plain fp32 when neither the module nor a callback overrides ``backward``,
-    ``on_before_backward``, ``on_after_backward`` or ``on_before_optimizer_step``. Not so under a
+    True on one device in plain fp32 when neither the module nor a callback overrides ``backward``,
+    ``on_before_backward``, ``on_after_backward`` or ``on_before_optimizer_step``. False under a
     distributed strategy (DDP prepares its reducer in ``manual_backward``) or another precision
     plugin (16-mixed scales the loss and unscales before the step).
     """
@@ -91,6 +91,14 @@ def lightning_wrappers_idle(trainer: pl.Trainer) -> bool:
     return (type(trainer.strategy) is SingleDeviceStrategy and type(trainer.precision_plugin) is Precision
             and not any(is_overridden(hook, module, pl.LightningModule) for hook in ("backward", *hooks))
             and not any(is_overridden(hook, callback, Callback) for callback in trainer.callbacks for hook in hooks))
+
+
+def step_without_hooks(optimizer) -> None:
+    """``step()`` of a LightningOptimizer's wrapped optimizer, with what the wrapper does around it
+    (counting the step for ``global_step``, timing it in the profiler) but not its hook calls."""
+    optimizer._on_before_step()
+    optimizer.optimizer.step()
+    optimizer._on_after_step()
 
 
 def _floats(betas) -> tuple[float, float]:
@@ -285,15 +293,12 @@ class GANModule(pl.LightningModule):
     def step_if_any_gradient(self, optimizer) -> None:
         """``optimizer.step()``, skipped when no parameter got a gradient (a GradScaler refuses such steps).
 
-        With :attr:`direct_steps` it does what Lightning's optimizer wrapper does around the step
-        (count it, time it in the profiler) and leaves out its hook calls, which nobody listens to.
+        With :attr:`direct_steps` the hooks nobody listens to are left out (:func:`step_without_hooks`).
         """
         if not any(p.grad is not None for group in optimizer.param_groups for p in group["params"]):
             return
         if self.direct_steps:
-            optimizer._on_before_step()
-            optimizer.optimizer.step()
-            optimizer._on_after_step()
+            step_without_hooks(optimizer)
         else:
             optimizer.step()
 

@@ -280,9 +280,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     cells = [(config, seed) for config in args.configs for seed in args.seeds]
     keys = [(str(c), s, args.generator_steps, config_fingerprint(ROOT / c)) for c, s in cells]
     finished = {cell_key(row): row for row in read_rows(args.out / "runs.csv")}
+    # runs.csv is rewritten with this study's cells only: refuse rather than drop another study's rows.
+    outside = sorted({key[:3] for key in finished} - {key[:3] for key in keys})
+    if outside:
+        listed = "; ".join(f"{c} seed {s}, {n} generator steps" for c, s, n in outside[:3])
+        parser.error(f"--out {args.out}: its runs.csv holds {len(outside)} finished run(s) this study does not "
+                     f"include ({listed}{'; ...' if len(outside) > 3 else ''}); add those configs, seeds and "
+                     f"--generator_steps to the study, or give another --out (nothing was changed)")
     results = {key: finished[key] for key in keys if key in finished}
     if results:
         print(f"Skipping {len(results)} finished run(s) found in {args.out / 'runs.csv'}")
+    changed = len({key[:3] for key in finished} - {key[:3] for key in results})
+    if changed:
+        print(f"Rerunning {changed} run(s) of {args.out / 'runs.csv'} whose config changed since they finished")
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {key: pool.submit(run_one, c, s, args.generator_steps, args.runs_dir.resolve(), threads, args.name)
                    for key, (c, s) in zip(keys, cells) if key not in results}

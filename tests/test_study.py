@@ -59,3 +59,20 @@ def test_table_gives_mean_and_standard_error_over_seeds(tmp_path):
     assert table[4] == "| `a.yaml` | 3 | 100 | 22 ± 1.2 | 0.2 ± 0.058 | 1/3 | 10 |"
     assert table[5] == "| `b.yaml` | 1 | 100 | 8 | 1.5 | 0/1 | 10 |"
     assert read_rows(tmp_path / "runs.csv")[1]["alarms"] == "collapse"
+
+
+def test_a_study_refuses_an_out_folder_holding_another_studys_runs(tmp_path, capsys):
+    from lit_gan.study import write_csv
+
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = {"config": "configs/grid/r1.yaml", "seed": 3, "generator_steps": 5000, "fingerprint": "f",
+            "modes": 25, "seconds": 1.0, "run_dir": "somewhere", "alarms": ""}
+    write_csv([kept], out / "runs.csv")
+    before = (out / "runs.csv").read_text()
+    with pytest.raises(SystemExit):
+        main(["--configs", "configs/grid/nonsaturating.yaml", "--generator_steps", "10", "--out", str(out),
+              "--runs_dir", str(tmp_path / "runs")])
+    error = capsys.readouterr().err
+    assert "holds 1 finished run(s) this study does not include (configs/grid/r1.yaml seed 3, 5000 generator steps)" in error
+    assert (out / "runs.csv").read_text() == before and not (tmp_path / "runs").exists()

@@ -19,6 +19,7 @@ import copy
 import tempfile
 import time
 
+import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
@@ -28,6 +29,7 @@ from lit_gan.cli import LitGANCLI
 from lit_gan.objectives import NonSaturatingGAN
 from lit_gan.objectives.base import step_without_hooks
 
+BARE_LIGHTNING = "Lightning alone: the same in a bare Trainer, grid, MLP"
 CASES = {
     # name: (config, extra arguments, generator iterations per timed run, target ratio of medians)
     "non-saturating GAN, grid, MLP": ("configs/grid/nonsaturating.yaml", [], 1500, 1.10),
@@ -35,6 +37,10 @@ CASES = {
     # Not lit-gan's step: the plain loop's math as the module's training_step, inside Lightning's loop
     # with the same callbacks and logger. What is left over plain is Lightning's own per-batch cost.
     "Lightning floor: the plain math as training_step, grid, MLP": (
+        "configs/grid/nonsaturating.yaml", ["--model.class_path=benchmarks.train_step.PlainMathModule"], 1500, None),
+    # The same, in a Trainer with nothing attached (no logger, callbacks, progress bar or checkpoints):
+    # Lightning's loop alone. The row above minus this one is what the shipped callbacks cost per batch.
+    BARE_LIGHTNING: (
         "configs/grid/nonsaturating.yaml", ["--model.class_path=benchmarks.train_step.PlainMathModule"], 1500, None),
     "DCGAN 32 px, random tensors": ("configs/cifar10/dcgan.yaml", [
         '--data={"class_path": "benchmarks.common.RandomImages", "init_args": {"batch_size": 64, "num_workers": 0}}',
@@ -153,9 +159,15 @@ def measure(name: str, repeats: int, scale: float) -> dict:
         for _ in range(repeats):
             cli = build(config, extra, iterations, directory)
             timer = IterationTimes(PlainLoop(cli))
-            cli.trainer.callbacks.append(timer)  # last: every other callback's work counts as ours
-            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-            cli.trainer.logger.experiment.finish()
+            if name == BARE_LIGHTNING:
+                trainer = pl.Trainer(max_steps=cli.trainer.max_steps, callbacks=[timer], logger=False,
+                                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                     accelerator="cpu", devices=1)
+                trainer.fit(cli.model, datamodule=cli.datamodule)
+            else:
+                cli.trainer.callbacks.append(timer)  # last: every other callback's work counts as ours
+                cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+                cli.trainer.logger.experiment.finish()
             ours += timer.seconds
             plain += timer.plain_seconds[1:]
     result = {"case": name, "config": config, "iterations": iterations * repeats, "target": target,

@@ -210,7 +210,8 @@ def plot_coverage(rows: list[dict], path: Path) -> None:
         axes[1, column].set_title(f"{name}: reverse KL (mean over seeds)")
         axes[1, column].set_yscale("log")
         axes[1, column].set_xlabel("generator iterations")
-        axes[0, column].legend(fontsize=7)
+        if axes[0, column].get_legend_handles_labels()[0]:  # runs without an evaluation history draw nothing
+            axes[0, column].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -18,6 +18,7 @@ import argparse
 import copy
 import tempfile
 import time
+from typing import NamedTuple, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -29,20 +30,28 @@ from lit_gan.cli import LitGANCLI
 from lit_gan.objectives import NonSaturatingGAN
 from lit_gan.objectives.base import step_without_hooks
 
-BARE_LIGHTNING = "Lightning alone: the same in a bare Trainer, grid, MLP"
+
+class Case(NamedTuple):
+    config: str
+    extra: list[str]  # CLI arguments after the config
+    iterations: int  # generator iterations per timed run
+    target: Optional[float]  # target ratio of medians
+    bare: bool = False  # a Trainer with nothing attached instead of the config's
+
+
 CASES = {
-    # name: (config, extra arguments, generator iterations per timed run, target ratio of medians)
-    "non-saturating GAN, grid, MLP": ("configs/grid/nonsaturating.yaml", [], 1500, 1.10),
-    "WGAN-GP, grid, MLP": ("configs/grid/wgan_gp.yaml", [], 400, 1.10),
+    "non-saturating GAN, grid, MLP": Case("configs/grid/nonsaturating.yaml", [], 1500, 1.10),
+    "WGAN-GP, grid, MLP": Case("configs/grid/wgan_gp.yaml", [], 400, 1.10),
     # Not lit-gan's step: the plain loop's math as the module's training_step, inside Lightning's loop
     # with the same callbacks and logger. What is left over plain is Lightning's own per-batch cost.
-    "Lightning floor: the plain math as training_step, grid, MLP": (
+    "Lightning floor: the plain math as training_step, grid, MLP": Case(
         "configs/grid/nonsaturating.yaml", ["--model.class_path=benchmarks.train_step.PlainMathModule"], 1500, None),
     # The same, in a Trainer with nothing attached (no logger, callbacks, progress bar or checkpoints):
     # Lightning's loop alone. The row above minus this one is what the shipped callbacks cost per batch.
-    BARE_LIGHTNING: (
-        "configs/grid/nonsaturating.yaml", ["--model.class_path=benchmarks.train_step.PlainMathModule"], 1500, None),
-    "DCGAN 32 px, random tensors": ("configs/cifar10/dcgan.yaml", [
+    "Lightning alone: the same in a bare Trainer, grid, MLP": Case(
+        "configs/grid/nonsaturating.yaml", ["--model.class_path=benchmarks.train_step.PlainMathModule"], 1500, None,
+        bare=True),
+    "DCGAN 32 px, random tensors": Case("configs/cifar10/dcgan.yaml", [
         '--data={"class_path": "benchmarks.common.RandomImages", "init_args": {"batch_size": 64, "num_workers": 0}}',
         "--checkpoint.monitor=null"], 40, 1.03),
 }
@@ -152,14 +161,14 @@ def plain_iteration(generator, discriminator, opt_d, opt_g, next_batch, n_critic
 
 
 def measure(name: str, repeats: int, scale: float) -> dict:
-    config, extra, iterations, target = CASES[name]
+    config, extra, iterations, target, bare = CASES[name]
     iterations = max(10, int(iterations * scale))
     ours, plain = [], []
     with tempfile.TemporaryDirectory() as directory:
         for _ in range(repeats):
             cli = build(config, extra, iterations, directory)
             timer = IterationTimes(PlainLoop(cli))
-            if name == BARE_LIGHTNING:
+            if bare:
                 trainer = pl.Trainer(max_steps=cli.trainer.max_steps, callbacks=[timer], logger=False,
                                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                                      accelerator="cpu", devices=1)

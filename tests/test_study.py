@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lit_gan.study import config_fingerprint, main, read_rows
+from lit_gan.study import ROOT, config_fingerprint, main, read_rows, write_csv
 from lit_gan.wandb_offline import find_run_file, read_run
 
 
@@ -30,6 +30,15 @@ def test_quick_suite_writes_table_and_plots_and_a_rerun_skips_finished_cells(tmp
     assert "Skipping 6 finished run(s)" in capsys.readouterr().out
     assert [r["run_dir"] for r in again] == [r["run_dir"] for r in rows]
     assert len(read_rows(tmp_path / "out" / "runs.csv")) == 6
+    # A row whose config changed since it finished (another fingerprint) is trained again, and only it.
+    stale = read_rows(tmp_path / "out" / "runs.csv")
+    stale[0]["fingerprint"] = "changed"
+    write_csv(stale, tmp_path / "out" / "runs.csv")
+    third = main(args)
+    out = capsys.readouterr().out
+    assert "Skipping 5 finished run(s)" in out and "Rerunning 1 run(s)" in out
+    assert third[0]["run_dir"] != rows[0]["run_dir"] and [r["run_dir"] for r in third[1:]] == [r["run_dir"] for r in rows[1:]]
+    assert third[0]["fingerprint"] == config_fingerprint(ROOT / configs[0])
 
 
 def test_fingerprint_follows_content_not_comments(tmp_path):
@@ -62,8 +71,6 @@ def test_table_gives_mean_and_standard_error_over_seeds(tmp_path):
 
 
 def test_a_study_refuses_an_out_folder_holding_another_studys_runs(tmp_path, capsys):
-    from lit_gan.study import write_csv
-
     out = tmp_path / "out"
     out.mkdir()
     kept = {"config": "configs/grid/r1.yaml", "seed": 3, "generator_steps": 5000, "fingerprint": "f",

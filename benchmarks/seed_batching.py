@@ -164,8 +164,8 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[2, 4, 8], help="seed counts to batch")
-    parser.add_argument("--iterations", type=int, default=300, help="timed iterations per block (one seed)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2, 4, 8, 16], help="seed counts to batch")
+    parser.add_argument("--iterations", type=int, default=600, help="timed iterations per block (one seed)")
     parser.add_argument("--write", action="store_true", help="update the section in docs/PERFORMANCE.md")
     args = parser.parse_args()
     torch.set_num_threads(1)

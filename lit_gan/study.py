@@ -13,7 +13,10 @@ seeds per config, with the published rows for the same benchmark from
 
 Resumable: ``runs.csv`` is rewritten as each run finishes, and a rerun skips
 every cell (config, seed, length) already there whose config files (the YAML
-and the fragments it includes) have not changed since.
+and the fragments it includes) have not changed since. A run that was
+interrupted (Ctrl-C, SIGTERM, a crash) continues from its last checkpoint: each
+cell's W&B run id is derived from the study's ``--out`` and the cell, so a rerun
+finds the run's ``last.ckpt`` and passes it to ``train.py --ckpt_path``.
 """
 
 from __future__ import annotations
@@ -89,13 +92,25 @@ def write_csv(rows: list[dict], path: Path) -> None:
     os.replace(temporary, path)
 
 
-def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threads: int, group: str) -> dict:
+def cell_run_id(out: Path, key: tuple) -> str:
+    """The W&B run id of a cell in the study writing to ``out``: the same on every rerun, so an
+    interrupted run can be found and resumed; different for another study, or a changed config."""
+    return hashlib.sha256(json.dumps([str(out.resolve()), *key]).encode()).hexdigest()[:8]
+
+
+def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threads: int, group: str,
+            run_id: str) -> dict:
     command = [
         sys.executable, "train.py", "--config", str(config),
         f"--generator_steps={generator_steps}", f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
         "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={runs_dir}",
         f"--trainer.logger.init_args.group={group}", f"--trainer.logger.init_args.job_type={Path(config).stem}",
+        f"--trainer.logger.init_args.id={run_id}",
     ]
+    last = next(runs_dir.glob(f"*/{run_id}/checkpoints/last.ckpt"), None)
+    if last is not None:
+        print(f"{config} seed {seed}: resuming its interrupted run from {last}", flush=True)
+        command.append(f"--ckpt_path={last}")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_SILENT": "true"}
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -295,7 +310,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if changed:
         print(f"Rerunning {changed} run(s) of {args.out / 'runs.csv'} whose config changed since they finished")
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {key: pool.submit(run_one, c, s, args.generator_steps, args.runs_dir.resolve(), threads, args.name)
+        futures = {key: pool.submit(run_one, c, s, args.generator_steps, args.runs_dir.resolve(), threads, args.name,
+                                    cell_run_id(args.out, key))
                    for key, (c, s) in zip(keys, cells) if key not in results}
         for key, future in futures.items():
             results[key] = future.result()

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
+import torch
 
 from lit_gan.study import ROOT, config_fingerprint, main, read_rows, write_csv
 from lit_gan.wandb_offline import find_run_file, read_run
@@ -83,3 +91,32 @@ def test_a_study_refuses_an_out_folder_holding_another_studys_runs(tmp_path, cap
     error = capsys.readouterr().err
     assert "holds 1 finished run(s) this study does not include (configs/grid/r1.yaml seed 3, 5000 generator steps)" in error
     assert (out / "runs.csv").read_text() == before and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_resumes_its_unfinished_run_from_the_last_checkpoint(tmp_path, capsys):
+    args = ["--configs", "configs/grid/nonsaturating.yaml", "--generator_steps", "2000", "--jobs", "2",
+            "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")]
+    # The study and its train.py in their own process group, stopped together as a cluster or a closed
+    # terminal stops them; train.py saves last.ckpt on SIGTERM.
+    study = subprocess.Popen([sys.executable, "-m", "lit_gan.study", *args], cwd=ROOT, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "WANDB_MODE": "offline"})
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("runs/lit-gan/*/evaluation.json")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)  # some hundreds of iterations in
+        os.killpg(study.pid, signal.SIGTERM)
+        study.wait(timeout=120)
+    finally:
+        study.kill()
+    last = next(tmp_path.glob("runs/lit-gan/*/checkpoints/last.ckpt"))
+    interrupted_at = torch.load(last, weights_only=True)["gan_clock"]["generator_step"]
+    assert 0 < interrupted_at < 2000 and not (tmp_path / "out" / "runs.csv").exists()
+
+    (row,) = main(args)
+    assert f"resuming its interrupted run from {last}" in capsys.readouterr().out
+    assert row["generator_steps"] == 2000 and row["run_dir"] == str(last.parents[1])
+    history = json.loads((last.parents[1] / "evaluation.json").read_text())
+    assert [h["generator_step"] for h in history] == list(range(0, 2001, 500))  # no step evaluated twice

@@ -14,9 +14,9 @@ seeds per config, with the published rows for the same benchmark from
 Resumable: ``runs.csv`` is rewritten as each run finishes, and a rerun skips
 every cell (config, seed, length) already there whose config files (the YAML
 and the fragments it includes) have not changed since. A run that was
-interrupted (Ctrl-C, SIGTERM, a crash) continues from its last checkpoint: each
-cell's W&B run id is derived from the study's ``--out`` and the cell, so a rerun
-finds the run's ``last.ckpt`` and passes it to ``train.py --ckpt_path``.
+interrupted (Ctrl-C, SIGTERM, a crash) continues from its last checkpoint:
+``started.json`` names the W&B run of every cell started and not yet finished, and
+a rerun passes that run's ``last.ckpt`` to ``train.py --ckpt_path``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -83,6 +84,16 @@ def read_rows(path: Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
+def save_started(run_ids: dict[tuple, str], path: Path) -> None:
+    """Write the W&B run ids of the cells started and not finished to ``path``; no file when none is left."""
+    if not run_ids:
+        path.unlink(missing_ok=True)
+        return
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps({cell_name(key): run_id for key, run_id in run_ids.items()}, indent=1))
+    os.replace(temporary, path)
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "w", newline="") as f:
@@ -92,10 +103,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
     os.replace(temporary, path)
 
 
-def cell_run_id(out: Path, key: tuple) -> str:
-    """The W&B run id of a cell in the study writing to ``out``: the same on every rerun, so an
-    interrupted run can be found and resumed; different for another study, or a changed config."""
-    return hashlib.sha256(json.dumps([str(out.resolve()), *key]).encode()).hexdigest()[:8]
+def cell_name(key: tuple) -> str:
+    return "|".join(map(str, key))
 
 
 def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threads: int, group: str,
@@ -309,14 +318,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     changed = len({key[:3] for key in finished} - {key[:3] for key in results})
     if changed:
         print(f"Rerunning {changed} run(s) of {args.out / 'runs.csv'} whose config changed since they finished")
+    # The W&B run of each cell started but not finished: an interrupted run resumes from its checkpoints.
+    started_path = args.out / "started.json"
+    started = json.loads(started_path.read_text()) if started_path.is_file() else {}
+    run_ids = {key: started.get(cell_name(key)) or secrets.token_hex(4) for key in keys if key not in results}
+    save_started(run_ids, started_path)
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {key: pool.submit(run_one, c, s, args.generator_steps, args.runs_dir.resolve(), threads, args.name,
-                                    cell_run_id(args.out, key))
-                   for key, (c, s) in zip(keys, cells) if key not in results}
+                                    run_ids[key])
+                   for key, (c, s) in zip(keys, cells) if key in run_ids}
         for key, future in futures.items():
             results[key] = future.result()
             print(f"{key[0]} seed {key[1]}: {results[key]}", flush=True)
             write_csv([results[k] for k in keys if k in results], args.out / "runs.csv")
+            del run_ids[key]
+            save_started(run_ids, started_path)
     rows = [results[key] for key in keys]
     write_outputs(rows, args.out)
     print(f"Wrote {args.out / 'runs.csv'}, {args.out / 'table.md'}, {args.out / 'samples.png'}, "

@@ -114,9 +114,11 @@ def test_an_interrupted_study_resumes_its_unfinished_run_from_the_last_checkpoin
     last = next(tmp_path.glob("runs/lit-gan/*/checkpoints/last.ckpt"))
     interrupted_at = torch.load(last, weights_only=True)["gan_clock"]["generator_step"]
     assert 0 < interrupted_at < 2000 and not (tmp_path / "out" / "runs.csv").exists()
+    assert last.parts[-3] in json.loads((tmp_path / "out" / "started.json").read_text()).values()
 
     (row,) = main(args)
     assert f"resuming its interrupted run from {last}" in capsys.readouterr().out
     assert row["generator_steps"] == 2000 and row["run_dir"] == str(last.parents[1])
     history = json.loads((last.parents[1] / "evaluation.json").read_text())
     assert [h["generator_step"] for h in history] == list(range(0, 2001, 500))  # no step evaluated twice
+    assert not (tmp_path / "out" / "started.json").exists()  # nothing left unfinished

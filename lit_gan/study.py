@@ -32,7 +32,7 @@ import secrets
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
@@ -323,16 +323,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     started = json.loads(started_path.read_text()) if started_path.is_file() else {}
     run_ids = {key: started.get(cell_name(key)) or secrets.token_hex(4) for key in keys if key not in results}
     save_started(run_ids, started_path)
+    failed = []
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {key: pool.submit(run_one, c, s, args.generator_steps, args.runs_dir.resolve(), threads, args.name,
-                                    run_ids[key])
+        futures = {pool.submit(run_one, c, s, args.generator_steps, args.runs_dir.resolve(), threads, args.name,
+                               run_ids[key]): key
                    for key, (c, s) in zip(keys, cells) if key in run_ids}
-        for key, future in futures.items():
-            results[key] = future.result()
+        for future in as_completed(futures):  # record each run as soon as it finishes
+            key = futures[future]
+            try:
+                results[key] = future.result()
+            except RuntimeError as error:
+                failed.append(f"{key[0]} seed {key[1]}")
+                print(error, file=sys.stderr, flush=True)
+                continue
             print(f"{key[0]} seed {key[1]}: {results[key]}", flush=True)
             write_csv([results[k] for k in keys if k in results], args.out / "runs.csv")
             del run_ids[key]
             save_started(run_ids, started_path)
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed ({'; '.join(failed)}); the others are in "
+                         f"{args.out / 'runs.csv'}. Rerunning the same command resumes the failed ones "
+                         "from their last checkpoints.")
     rows = [results[key] for key in keys]
     write_outputs(rows, args.out)
     print(f"Wrote {args.out / 'runs.csv'}, {args.out / 'table.md'}, {args.out / 'samples.png'}, "

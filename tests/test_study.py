@@ -122,3 +122,17 @@ def test_an_interrupted_study_resumes_its_unfinished_run_from_the_last_checkpoin
     history = json.loads((last.parents[1] / "evaluation.json").read_text())
     assert [h["generator_step"] for h in history] == list(range(0, 2001, 500))  # no step evaluated twice
     assert not (tmp_path / "out" / "started.json").exists()  # nothing left unfinished
+
+
+def test_a_failed_run_is_reported_and_the_finished_ones_are_kept(tmp_path, capsys):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(f"model: {ROOT}/configs/models/toy/nonsaturating.yaml\n"
+                      "data: {class_path: lit_gan.data.NoSuchData}\n")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match=rf"1 run\(s\) failed \({broken} seed 0\)"):
+        main(["--configs", str(broken), "configs/grid/nonsaturating.yaml", "--generator_steps", "10", "--jobs", "2",
+              "--out", str(out), "--runs_dir", str(tmp_path / "runs")])
+    assert "NoSuchData" in capsys.readouterr().err
+    assert [r["config"] for r in read_rows(out / "runs.csv")] == ["configs/grid/nonsaturating.yaml"]
+    assert list(json.loads((out / "started.json").read_text())) == [
+        f"{broken}|0|10|{config_fingerprint(broken)}"]  # a rerun resumes it, if it got to a checkpoint

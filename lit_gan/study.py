@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -84,23 +85,27 @@ def read_rows(path: Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file and move it over ``path``: a reader never sees half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text, newline="")
+    os.replace(temporary, path)
+
+
 def save_started(run_ids: dict[tuple, str], path: Path) -> None:
     """Write the W&B run ids of the cells started and not finished to ``path``; no file when none is left."""
     if not run_ids:
         path.unlink(missing_ok=True)
         return
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({cell_name(key): run_id for key, run_id in run_ids.items()}, indent=1))
-    os.replace(temporary, path)
+    write_atomically(path, json.dumps({cell_name(key): run_id for key, run_id in run_ids.items()}, indent=1))
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, text.getvalue())
 
 
 def cell_name(key: tuple) -> str:
@@ -342,8 +347,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             save_started(run_ids, started_path)
     if failed:
         raise SystemExit(f"{len(failed)} run(s) failed ({'; '.join(failed)}); the others are in "
-                         f"{args.out / 'runs.csv'}. Rerunning the same command resumes the failed ones "
-                         "from their last checkpoints.")
+                         f"{args.out / 'runs.csv'}. Rerunning the same command retrains the failed ones, from "
+                         "their last checkpoint where they saved one.")
     rows = [results[key] for key in keys]
     write_outputs(rows, args.out)
     print(f"Wrote {args.out / 'runs.csv'}, {args.out / 'table.md'}, {args.out / 'samples.png'}, "

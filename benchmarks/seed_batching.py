@@ -6,9 +6,10 @@ Plain PyTorch only, one torch thread, the non-saturating GAN iteration of the be
 (:func:`benchmarks.train_step.plain_iteration`) with the networks and batch size of
 ``configs/grid/nonsaturating.yaml``:
 
-- one seed per process with ``torch.optim.Adam`` as lit-gan builds it (the baseline: what a study's
-  run costs in math, one run per core);
-- the same with ``Adam(fused=True)``, PyTorch's single-kernel Adam;
+- one seed per process with ``torch.optim.Adam()`` as a plain script builds it (the baseline: a
+  per-tensor loop on a CPU);
+- the same with ``Adam(foreach=True)``, the multi-tensor kernels lit-gan uses (the same numbers), and
+  with ``Adam(fused=True)``, PyTorch's single-kernel Adam (``model.fused_adam: true``);
 - ``K`` seeds in one process: the K copies of each network with their weights stacked
   (:class:`StackedMLP`), so one batched matmul serves every seed; one fused Adam over the stacked
   weights. Each seed's math is unchanged (its loss is summed with the others', whose
@@ -107,9 +108,12 @@ def batched_iteration(generator: StackedMLP, discriminator: StackedMLP, opt_d, o
     discriminator.requires_grad_(True)
 
 
-def adam(params, hp, which: str, fused: bool):
+KERNELS = {"": {}, "foreach=True": {"foreach": True}, "fused=True": {"fused": True}}  # Adam(...) arguments
+
+
+def adam(params, hp, which: str, kernel: str):
     return torch.optim.Adam(params, lr=getattr(hp, f"lr_{which}"), betas=tuple(getattr(hp, f"betas_{which}")),
-                            fused=fused or None)
+                            **KERNELS[kernel])
 
 
 def seconds_per_iteration(iteration, iterations: int, rounds: int = 3) -> float:
@@ -136,16 +140,16 @@ def measure(seed_counts: list[int], iterations: int) -> list[dict]:
         return sample_mixture(data.centers, data.std, torch.Size(shape).numel(), stream).view(*shape, -1)
 
     rows = []
-    for fused in (False, True):
+    for kernel in KERNELS:
         g, d = copy.deepcopy(generator), copy.deepcopy(discriminator)
-        opt_d, opt_g = adam(d.parameters(), hp, "d", fused), adam(g.parameters(), hp, "g", fused)
+        opt_d, opt_g = adam(d.parameters(), hp, "d", kernel), adam(g.parameters(), hp, "g", kernel)
         seconds = seconds_per_iteration(
             lambda: plain_iteration(g, d, opt_d, opt_g, lambda: real(data.batch_size)), iterations)
-        rows.append({"how": f"one seed, `Adam({'fused=True' if fused else ''})`", "seeds": 1, "seconds": seconds})
+        rows.append({"how": f"one seed, `Adam({kernel})`", "seeds": 1, "seconds": seconds})
     for seeds in seed_counts:
         g = StackedMLP([copy.deepcopy(generator) for _ in range(seeds)])
         d = StackedMLP([copy.deepcopy(discriminator) for _ in range(seeds)])
-        opt_d, opt_g = adam(d.parameters(), hp, "d", True), adam(g.parameters(), hp, "g", True)
+        opt_d, opt_g = adam(d.parameters(), hp, "d", "fused=True"), adam(g.parameters(), hp, "g", "fused=True")
         seconds = seconds_per_iteration(
             lambda: batched_iteration(g, d, opt_d, opt_g, real(seeds, data.batch_size)), max(10, iterations // seeds))
         rows.append({"how": f"{seeds} seeds batched (batched matmul), `Adam(fused=True)`", "seeds": seeds, "seconds": seconds})

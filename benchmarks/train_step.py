@@ -42,6 +42,9 @@ class Case(NamedTuple):
 CASES = {
     "non-saturating GAN, grid, MLP": Case("configs/grid/nonsaturating.yaml", [], 1500, 1.10),
     "WGAN-GP, grid, MLP": Case("configs/grid/wgan_gp.yaml", [], 400, 1.10),
+    # Opt-in: PyTorch's fused Adam, which rounds differently from the plain loop's default Adam.
+    "non-saturating GAN, grid, MLP, `fused_adam: true`": Case(
+        "configs/grid/nonsaturating.yaml", ["--model.init_args.fused_adam=true"], 1500, 1.10),
     # Not lit-gan's step: the plain loop's math as the module's training_step, inside Lightning's loop
     # with the same callbacks and logger. What is left over plain is Lightning's own per-batch cost.
     "Lightning floor: the plain math as training_step, grid, MLP": Case(

@@ -137,6 +137,12 @@ class GANModule(pl.LightningModule):
       a plain copy until ``ema_start``, evaluated beside the raw G
       (Yazıcı et al. 2019).
 
+    ``fused_adam`` builds both Adams with PyTorch's fused kernel (one kernel per step instead of one
+    multi-tensor pass per operation): ~20% less Adam time on a toy MLP on a CPU, but it rounds
+    differently, so a run is no longer digit-for-digit the default's (docs/PERFORMANCE.md). Off, Adam
+    uses the multi-tensor (``foreach``) kernels, which on a CPU do exactly the default per-tensor
+    loop's arithmetic, faster.
+
     The clock is ``generator_step``, the number of generator updates so far:
     training length, evaluation, checkpoints and the logged x-axis all count
     it. Metrics reach the loggers every ``trainer.log_every_n_steps``
@@ -161,6 +167,7 @@ class GANModule(pl.LightningModule):
         instance_noise_steps: Optional[int] = None,
         ema_decay: Optional[float] = None,
         ema_start: int = 0,
+        fused_adam: bool = False,
     ):
         super().__init__()
         require(hasattr(generator, "latent_dim"), "model.generator", type(generator).__name__,
@@ -272,8 +279,11 @@ class GANModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def configure_optimizers(self):
         hp = self.hparams
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=_floats(hp.betas_d))
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=_floats(hp.betas_g))
+        # foreach gives the per-tensor loop's exact numbers at less Python per step (tests compare them bit for
+        # bit); torch picks it by itself only on GPUs. fused is faster still but rounds differently.
+        kernel = {"fused": True} if hp.fused_adam else {"foreach": True}
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=_floats(hp.betas_d), **kernel)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=_floats(hp.betas_g), **kernel)
         if hp.lr_decay == "constant":
             return [opt_d, opt_g]
         # Linear decay to 0 over the run, stepped once per generator iteration (as in WGAN-GP's and

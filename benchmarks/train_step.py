@@ -91,7 +91,11 @@ class IterationTimes(Callback):
 
 class PlainMathModule(NonSaturatingGAN):
     """The plain loop's non-saturating iteration (:func:`plain_iteration`) as a training_step, with the
-    optimizer steps counted for Lightning as lit-gan's own direct steps count them."""
+    optimizer steps counted for Lightning as lit-gan's own direct steps count them, and the plain loop's
+    ``Adam()`` (not lit-gan's multi-tensor one): what is left over plain is Lightning's."""
+
+    def configure_optimizers(self):
+        return [PlainLoop.adam(self.discriminator, self.hparams, "d"), PlainLoop.adam(self.generator, self.hparams, "g")]
 
     def training_step(self, dataloader_iter) -> None:
         opt_d, opt_g = self.optimizers()
@@ -123,9 +127,13 @@ class PlainLoop:
         self.generator = copy.deepcopy(cli.model.generator)
         self.discriminator = copy.deepcopy(cli.model.discriminator)
         self.n_critic, self.penalty_weight = hp.n_critic, getattr(hp, "gradient_penalty_weight", None)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas_d))
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas_g))
+        self.opt_d, self.opt_g = self.adam(self.discriminator, hp, "d"), self.adam(self.generator, hp, "g")
         self.stream = iter(copy.deepcopy(cli.datamodule).train_dataloader())
+
+    @staticmethod
+    def adam(network, hp, which: str) -> torch.optim.Adam:
+        """Adam as a plain script writes it: the config's settings, torch's default kernel."""
+        return torch.optim.Adam(network.parameters(), lr=getattr(hp, f"lr_{which}"), betas=tuple(getattr(hp, f"betas_{which}")))
 
     def batch(self):
         real = next(self.stream)

@@ -38,6 +38,8 @@ from pathlib import Path
 
 import yaml
 
+from lit_gan.files import write_atomically
+
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "configs" / "studies"
 REFERENCES = ROOT / "docs" / "reference"
@@ -83,13 +85,6 @@ def read_rows(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return [{k: (v if k in TEXT else float(v)) for k, v in row.items() if v != ""}
                 for row in csv.DictReader(f)]
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file and move it over ``path``: a reader never sees half a file."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, newline="")
-    os.replace(temporary, path)
 
 
 def save_started(run_ids: dict[tuple, str], path: Path) -> None:

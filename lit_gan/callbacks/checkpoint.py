@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lit_gan.callbacks.evaluation import Evaluation
 from lit_gan.callbacks.output import find_callback, run_directory
 from lit_gan.errors import require
+from lit_gan.files import replacing
 
 
 class CheckpointWriteError(RuntimeError):
@@ -111,9 +112,8 @@ class GeneratorCheckpoint(Callback):
         self._atomic_save(trainer, directory / "last.ckpt")
         if numbered and self.keep and trainer.is_global_zero:
             numbered_path = directory / f"generator_step={step:07d}.ckpt"
-            temporary = numbered_path.with_name(f".{numbered_path.name}.tmp")
-            shutil.copyfile(directory / "last.ckpt", temporary)
-            os.replace(temporary, numbered_path)
+            with replacing(numbered_path) as temporary:
+                shutil.copyfile(directory / "last.ckpt", temporary)
             for old in sorted(directory.glob("generator_step=*.ckpt"))[: -self.keep]:
                 old.unlink()
 

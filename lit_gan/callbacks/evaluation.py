@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import lightning.pytorch as pl
 import torch
@@ -13,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lit_gan.callbacks.output import log_images, run_directory
 from lit_gan.callbacks.samples import image_grid, scatter_over_modes
 from lit_gan.errors import ConfigError, require
+from lit_gan.files import write_atomically
 
 
 def score_prefixes(pl_module) -> dict[str, bool]:
@@ -107,9 +107,7 @@ class Evaluation(Callback):
     def _write(self, trainer, pl_module, images: dict[str, torch.Tensor], row: dict[str, float]) -> None:
         directory = run_directory(trainer)
         directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / ".evaluation.json.tmp"  # readers (the study runner) never see half a file
-        temporary.write_text(json.dumps(self.history, indent=1))
-        os.replace(temporary, directory / "evaluation.json")
+        write_atomically(directory / "evaluation.json", json.dumps(self.history, indent=1))  # read by the study runner
         step = row["generator_step"]
         paths = {}
         for prefix, samples in images.items() if self.plot else ():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from typing import Optional
 
 import lightning.pytorch as pl
@@ -18,6 +17,7 @@ from lit_gan.callbacks.checkpoint import GeneratorCheckpoint
 from lit_gan.callbacks.evaluation import Evaluation
 from lit_gan.callbacks.output import find_callback, run_directory
 from lit_gan.errors import require
+from lit_gan.files import write_atomically
 
 
 class StabilityAlarm(UserWarning):
@@ -277,6 +277,4 @@ class StabilityMonitor(Callback):
                 logger.experiment.alert(title=f"lit-gan: {kind}", text=message, level=level)
         directory = run_directory(trainer)
         directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / ".alarms.json.tmp"
-        temporary.write_text(json.dumps(self.alarms, indent=1))
-        os.replace(temporary, directory / "alarms.json")
+        write_atomically(directory / "alarms.json", json.dumps(self.alarms, indent=1))

@@ -18,6 +18,8 @@ from torch.utils.data import Dataset
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from lit_gan.files import replacing
+
 CLASSIFIER_VERSION = 1  # bump when the architecture or training recipe changes: invalidates caches
 FEATURES = 128
 
@@ -84,9 +86,8 @@ def load_digit_classifier(directory: Path | None = None) -> DigitClassifier:
     else:
         model, accuracy = train_digit_classifier()
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        torch.save({"state_dict": model.state_dict(), "held_out_accuracy": accuracy}, temporary)
-        os.replace(temporary, path)
+        with replacing(path) as temporary:  # another process may be loading it
+            torch.save({"state_dict": model.state_dict(), "held_out_accuracy": accuracy}, temporary)
     return model.eval().requires_grad_(False)
 
 

@@ -35,11 +35,15 @@ def machine() -> str:
 
 
 def commit() -> str:
+    """The checked-out commit, with ``+uncommitted changes`` when code differs from it (docs/ aside: the
+    benchmarks write there)."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)docs"], cwd=ROOT).returncode
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head + (" + uncommitted changes" if changed else "")
 
 
 def median_ms(seconds: list[float]) -> float:

@@ -25,6 +25,7 @@ import argparse
 import copy
 import tempfile
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -116,20 +117,26 @@ def adam(params, hp, which: str, kernel: str):
                             **KERNELS[kernel])
 
 
-def seconds_per_iteration(iteration, iterations: int, rounds: int = 3) -> float:
-    """Best of ``rounds`` timed blocks of ``iterations`` after a warm-up (the least disturbed by the VM)."""
-    for _ in range(max(5, iterations // 10)):
-        iteration()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(iterations):
+def seconds_per_iteration(variants: dict[str, tuple[Callable[[], None], int]], rounds: int) -> dict[str, float]:
+    """Each variant's best of ``rounds`` timed blocks (``(iteration, iterations per block)``), after a warm-up.
+
+    The variants take turns block by block, so a VM whose speed drifts slows them alike; the best block
+    is the one the VM disturbed least.
+    """
+    for iteration, iterations in variants.values():
+        for _ in range(max(5, iterations // 10)):
             iteration()
-        best = min(best, (time.perf_counter() - start) / iterations)
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(rounds):
+        for name, (iteration, iterations) in variants.items():
+            start = time.perf_counter()
+            for _ in range(iterations):
+                iteration()
+            best[name] = min(best[name], (time.perf_counter() - start) / iterations)
     return best
 
 
-def measure(seed_counts: list[int], iterations: int) -> list[dict]:
+def measure(seed_counts: list[int], iterations: int, rounds: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as directory:
         cli = build(CONFIG, [], 1, directory)
     hp, data = cli.model.hparams, cli.datamodule
@@ -139,21 +146,22 @@ def measure(seed_counts: list[int], iterations: int) -> list[dict]:
     def real(*shape):
         return sample_mixture(data.centers, data.std, torch.Size(shape).numel(), stream).view(*shape, -1)
 
-    rows = []
-    for kernel in KERNELS:
+    def one_seed(kernel: str):
         g, d = copy.deepcopy(generator), copy.deepcopy(discriminator)
         opt_d, opt_g = adam(d.parameters(), hp, "d", kernel), adam(g.parameters(), hp, "g", kernel)
-        seconds = seconds_per_iteration(
-            lambda: plain_iteration(g, d, opt_d, opt_g, lambda: real(data.batch_size)), iterations)
-        rows.append({"how": f"one seed, `Adam({kernel})`", "seeds": 1, "seconds": seconds})
-    for seeds in seed_counts:
+        return lambda: plain_iteration(g, d, opt_d, opt_g, lambda: real(data.batch_size))
+
+    def batched(seeds: int):
         g = StackedMLP([copy.deepcopy(generator) for _ in range(seeds)])
         d = StackedMLP([copy.deepcopy(discriminator) for _ in range(seeds)])
         opt_d, opt_g = adam(d.parameters(), hp, "d", "fused=True"), adam(g.parameters(), hp, "g", "fused=True")
-        seconds = seconds_per_iteration(
-            lambda: batched_iteration(g, d, opt_d, opt_g, real(seeds, data.batch_size)), max(10, iterations // seeds))
-        rows.append({"how": f"{seeds} seeds batched (batched matmul), `Adam(fused=True)`", "seeds": seeds, "seconds": seconds})
-    return rows
+        return lambda: batched_iteration(g, d, opt_d, opt_g, real(seeds, data.batch_size))
+
+    variants = {(f"one seed, `Adam({kernel})`", 1): (one_seed(kernel), iterations) for kernel in KERNELS}
+    variants.update({(f"{seeds} seeds batched (batched matmul), `Adam(fused=True)`", seeds):
+                     (batched(seeds), max(10, iterations // seeds)) for seeds in seed_counts})
+    seconds = seconds_per_iteration(variants, rounds)
+    return [{"how": how, "seeds": seeds, "seconds": seconds[how, seeds]} for how, seeds in variants]
 
 
 def table(rows: list[dict]) -> str:
@@ -169,15 +177,16 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2, 4, 8, 16], help="seed counts to batch")
-    parser.add_argument("--iterations", type=int, default=600, help="timed iterations per block (one seed)")
+    parser.add_argument("--iterations", type=int, default=300, help="timed iterations per block (one seed)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed blocks per variant, taken in turns")
     parser.add_argument("--write", action="store_true", help="update the section in docs/PERFORMANCE.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     report = (f"Machine: {machine()}; commit {commit()}.\n"
               f"Command: `python -m benchmarks.seed_batching --seeds {' '.join(map(str, args.seeds))} --iterations "
-              f"{args.iterations} --write` (networks and batch size of `{CONFIG}`).\n\n"
-              + table(measure(args.seeds, args.iterations)))
+              f"{args.iterations} --rounds {args.rounds} --write` (networks and batch size of `{CONFIG}`).\n\n"
+              + table(measure(args.seeds, args.iterations, args.rounds)))
     publish("seed_batching", report, args.write)
 
 

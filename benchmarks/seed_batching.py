@@ -15,7 +15,7 @@ Plain PyTorch only, one torch thread, the non-saturating GAN iteration of the be
   weights. Each seed's math is unchanged (its loss is summed with the others', whose
   gradients do not touch it; Adam is elementwise); :func:`batched_iteration` says so in a test.
 
-It reports seed-iterations per second on one core. These are upper bounds: no logging, monitor,
+It reports seed-iterations per second on one core, the variants timed in turns, iteration by iteration. These are upper bounds: no logging, monitor,
 evaluation or checkpoints, which lit-gan runs per seed.
 """
 
@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import copy
 import tempfile
+import statistics
 import time
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -117,26 +117,25 @@ def adam(params, hp, which: str, kernel: str):
                             **KERNELS[kernel])
 
 
-def seconds_per_iteration(variants: dict[str, tuple[Callable[[], None], int]], rounds: int) -> dict[str, float]:
-    """Each variant's best of ``rounds`` timed blocks (``(iteration, iterations per block)``), after a warm-up.
+def seconds_per_iteration(variants: dict, iterations: int) -> dict:
+    """Each variant's median time per iteration, after a warm-up.
 
-    The variants take turns block by block, so a VM whose speed drifts slows them alike; the best block
-    is the one the VM disturbed least.
+    The variants take turns iteration by iteration (as in :mod:`benchmarks.train_step`), so a VM whose
+    speed drifts from second to second slows them alike.
     """
-    for iteration, iterations in variants.values():
-        for _ in range(max(5, iterations // 10)):
+    for iteration in variants.values():
+        for _ in range(10):
             iteration()
-    best = dict.fromkeys(variants, float("inf"))
-    for _ in range(rounds):
-        for name, (iteration, iterations) in variants.items():
+    times = {name: [] for name in variants}
+    for _ in range(iterations):
+        for name, iteration in variants.items():
             start = time.perf_counter()
-            for _ in range(iterations):
-                iteration()
-            best[name] = min(best[name], (time.perf_counter() - start) / iterations)
-    return best
+            iteration()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
-def measure(seed_counts: list[int], iterations: int, rounds: int) -> list[dict]:
+def measure(seed_counts: list[int], iterations: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as directory:
         cli = build(CONFIG, [], 1, directory)
     hp, data = cli.model.hparams, cli.datamodule
@@ -157,10 +156,10 @@ def measure(seed_counts: list[int], iterations: int, rounds: int) -> list[dict]:
         opt_d, opt_g = adam(d.parameters(), hp, "d", "fused=True"), adam(g.parameters(), hp, "g", "fused=True")
         return lambda: batched_iteration(g, d, opt_d, opt_g, real(seeds, data.batch_size))
 
-    variants = {(f"one seed, `Adam({kernel})`", 1): (one_seed(kernel), iterations) for kernel in KERNELS}
-    variants.update({(f"{seeds} seeds batched (batched matmul), `Adam(fused=True)`", seeds):
-                     (batched(seeds), max(10, iterations // seeds)) for seeds in seed_counts})
-    seconds = seconds_per_iteration(variants, rounds)
+    variants = {(f"one seed, `Adam({kernel})`", 1): one_seed(kernel) for kernel in KERNELS}
+    variants.update({(f"{seeds} seeds batched (batched matmul), `Adam(fused=True)`", seeds): batched(seeds)
+                     for seeds in seed_counts})
+    seconds = seconds_per_iteration(variants, iterations)
     return [{"how": how, "seeds": seeds, "seconds": seconds[how, seeds]} for how, seeds in variants]
 
 
@@ -177,16 +176,15 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2, 4, 8, 16], help="seed counts to batch")
-    parser.add_argument("--iterations", type=int, default=300, help="timed iterations per block (one seed)")
-    parser.add_argument("--rounds", type=int, default=7, help="timed blocks per variant, taken in turns")
+    parser.add_argument("--iterations", type=int, default=600, help="timed iterations per variant, taken in turns")
     parser.add_argument("--write", action="store_true", help="update the section in docs/PERFORMANCE.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
     report = (f"Machine: {machine()}; commit {commit()}.\n"
               f"Command: `python -m benchmarks.seed_batching --seeds {' '.join(map(str, args.seeds))} --iterations "
-              f"{args.iterations} --rounds {args.rounds} --write` (networks and batch size of `{CONFIG}`).\n\n"
-              + table(measure(args.seeds, args.iterations, args.rounds)))
+              f"{args.iterations} --write` (networks and batch size of `{CONFIG}`).\n\n"
+              + table(measure(args.seeds, args.iterations)))
     publish("seed_batching", report, args.write)
 
 

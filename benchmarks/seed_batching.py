@@ -15,8 +15,8 @@ Plain PyTorch only, one torch thread, the non-saturating GAN iteration of the be
   weights. Each seed's math is unchanged (its loss is summed with the others', whose
   gradients do not touch it; Adam is elementwise); :func:`batched_iteration` says so in a test.
 
-It reports seed-iterations per second on one core, the variants timed in turns, iteration by iteration. These are upper bounds: no logging, monitor,
-evaluation or checkpoints, which lit-gan runs per seed.
+It reports seed-iterations per second on one core, the variants timed in turns (short blocks). These
+are upper bounds: no logging, monitor, evaluation or checkpoints, which lit-gan runs per seed.
 """
 
 from __future__ import annotations
@@ -117,21 +117,27 @@ def adam(params, hp, which: str, kernel: str):
                             **KERNELS[kernel])
 
 
-def seconds_per_iteration(variants: dict, iterations: int) -> dict:
-    """Each variant's median time per iteration, after a warm-up.
+BLOCK = 20  # one-seed iterations per turn: long enough to run from warm caches, short enough to share the VM's drift
 
-    The variants take turns iteration by iteration (as in :mod:`benchmarks.train_step`), so a VM whose
-    speed drifts from second to second slows them alike.
+
+def seconds_per_iteration(variants: dict, iterations: int) -> dict:
+    """Each variant's median time per iteration over short blocks, after a warm-up.
+
+    The variants take turns block by block (``BLOCK`` one-seed iterations, ``BLOCK // K`` for K batched
+    seeds), so a VM whose speed drifts from second to second slows them alike, while each block runs
+    on caches warmed by its own first iteration.
     """
     for iteration in variants.values():
         for _ in range(10):
             iteration()
     times = {name: [] for name in variants}
-    for _ in range(iterations):
-        for name, iteration in variants.items():
+    for _ in range(max(1, iterations // BLOCK)):
+        for (name, seeds), iteration in variants.items():
+            block = max(1, BLOCK // seeds)
             start = time.perf_counter()
-            iteration()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(block):
+                iteration()
+            times[name, seeds].append((time.perf_counter() - start) / block)
     return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
@@ -176,7 +182,7 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2, 4, 8, 16], help="seed counts to batch")
-    parser.add_argument("--iterations", type=int, default=600, help="timed iterations per variant, taken in turns")
+    parser.add_argument("--iterations", type=int, default=2000, help="timed one-seed iterations per variant")
     parser.add_argument("--write", action="store_true", help="update the section in docs/PERFORMANCE.md")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -200,6 +200,33 @@ def test_lightning_wrappers_are_skipped_only_where_nothing_needs_them(listener, 
     assert module.generator_step == 3 and trainer.global_step == optimizer_steps(3, 1)
 
 
+class ShiftedGrid(GridGaussians):
+    """Moves every batch after it reaches the device, as a user's datamodule hook might."""
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        return batch + 100.0
+
+
+class SeenReal(NonSaturatingGAN):
+    def update_discriminator(self, real, optimizer, measure=True):
+        self.real_means = getattr(self, "real_means", []) + [real.mean().item()]
+        return super().update_discriminator(real, optimizer, measure)
+
+
+@pytest.mark.parametrize("data, precision, direct", [
+    (GridGaussians, "32-true", True), (ShiftedGrid, "32-true", False), (GridGaussians, "bf16-mixed", False)])
+def test_lightning_batch_path_is_skipped_only_where_it_would_change_nothing(data, precision, direct):
+    """A datamodule's batch hook, or a precision plugin other than fp32, still reaches every real batch."""
+    pl.seed_everything(0)
+    module = SeenReal(MLPGenerator(width=16, depth=2), MLPDiscriminator(width=16, depth=2))
+    trainer = pl.Trainer(max_steps=optimizer_steps(3, 1), logger=False, enable_progress_bar=False, precision=precision,
+                         enable_checkpointing=False, enable_model_summary=False)
+    trainer.fit(module, data())
+    assert module.direct_batches is direct
+    shifted = data is ShiftedGrid
+    assert len(module.real_means) == 3 and all((mean > 50) is shifted for mean in module.real_means)
+
+
 def test_wgan_clipping_bounds_every_critic_weight():
     pl.seed_everything(0)
     module = make(WGAN, clip_value=0.02, lr_d=0.5)  # a huge step that would leave the box without clipping

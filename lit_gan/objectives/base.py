@@ -154,7 +154,7 @@ class GANModule(pl.LightningModule):
       (Yazıcı et al. 2019).
 
     ``fused_adam`` builds both Adams with PyTorch's fused kernel (one kernel per step instead of one
-    multi-tensor pass per operation): ~20% less Adam time on a toy MLP on a CPU, but it rounds
+    multi-tensor pass per operation): ~10% less time per toy MLP iteration on a CPU, but it rounds
     differently, so a run is no longer digit-for-digit the default's (docs/PERFORMANCE.md). Off, Adam
     uses the multi-tensor (``foreach``) kernels, which on a CPU do exactly the default per-tensor
     loop's arithmetic, faster.

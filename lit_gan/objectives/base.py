@@ -78,6 +78,11 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def plain_single_device(trainer: pl.Trainer) -> bool:
+    """One device, no distributed strategy, plain fp32: where lit-gan may leave out Lightning's idle paths."""
+    return type(trainer.strategy) is SingleDeviceStrategy and type(trainer.precision_plugin) is Precision
+
+
 def lightning_wrappers_idle(trainer: pl.Trainer) -> bool:
     """Whether Lightning's ``manual_backward`` and optimizer-step wrappers would only call hooks nobody overrides.
 
@@ -88,7 +93,7 @@ def lightning_wrappers_idle(trainer: pl.Trainer) -> bool:
     """
     hooks = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
     module = trainer.lightning_module
-    return (type(trainer.strategy) is SingleDeviceStrategy and type(trainer.precision_plugin) is Precision
+    return (plain_single_device(trainer)
             and not any(is_overridden(hook, module, pl.LightningModule) for hook in ("backward", *hooks))
             and not any(is_overridden(hook, callback, Callback) for callback in trainer.callbacks for hook in hooks))
 
@@ -102,8 +107,7 @@ def batch_transfer_idle(trainer: pl.Trainer) -> bool:
     """
     hooks = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
     datamodule = trainer.datamodule
-    return (type(trainer.strategy) is SingleDeviceStrategy and type(trainer.precision_plugin) is Precision
-            and trainer.strategy.root_device.type == "cpu"
+    return (plain_single_device(trainer) and trainer.strategy.root_device.type == "cpu"
             and not any(is_overridden(hook, trainer.lightning_module, pl.LightningModule) for hook in hooks)
             and not (datamodule is not None
                      and any(is_overridden(hook, datamodule, pl.LightningDataModule) for hook in hooks)))

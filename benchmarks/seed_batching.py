@@ -8,8 +8,9 @@ Plain PyTorch only, one torch thread, the non-saturating GAN iteration of the be
 
 - one seed per process with ``torch.optim.Adam()`` as a plain script builds it (the baseline: a
   per-tensor loop on a CPU);
-- the same with ``Adam(foreach=True)``, the multi-tensor kernels lit-gan uses (the same numbers), and
-  with ``Adam(fused=True)``, PyTorch's single-kernel Adam (``model.fused_adam: true``);
+- the same with :class:`lit_gan.optim.ContiguousAdam`, lit-gan's default (the same numbers in one
+  pass over all of a network's parameters), and with ``Adam(fused=True)``, PyTorch's single-kernel
+  Adam (``model.fused_adam: true``);
 - ``K`` seeds in one process: the K copies of each network with their weights stacked
   (:class:`StackedMLP`), so one batched matmul serves every seed; one fused Adam over the stacked
   weights. Each seed's math is unchanged (its loss is summed with the others', whose
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import tempfile
 import statistics
 import time
@@ -34,6 +36,7 @@ from torch import Tensor, nn
 from benchmarks.common import commit, machine, publish
 from benchmarks.train_step import build, plain_iteration
 from lit_gan.data.toy import sample_mixture
+from lit_gan.optim import ContiguousAdam
 
 CONFIG = "configs/grid/nonsaturating.yaml"
 
@@ -109,12 +112,15 @@ def batched_iteration(generator: StackedMLP, discriminator: StackedMLP, opt_d, o
     discriminator.requires_grad_(True)
 
 
-KERNELS = {"": {}, "foreach=True": {"foreach": True}, "fused=True": {"fused": True}}  # Adam(...) arguments
+ADAMS = {  # how each one-seed variant builds Adam
+    "`Adam()`": torch.optim.Adam,
+    "`ContiguousAdam` (lit-gan's default)": functools.partial(ContiguousAdam, foreach=True),
+    "`Adam(fused=True)`": functools.partial(torch.optim.Adam, fused=True),
+}
 
 
-def adam(params, hp, which: str, kernel: str):
-    return torch.optim.Adam(params, lr=getattr(hp, f"lr_{which}"), betas=tuple(getattr(hp, f"betas_{which}")),
-                            **KERNELS[kernel])
+def adam(params, hp, which: str, kind: str):
+    return ADAMS[kind](params, lr=getattr(hp, f"lr_{which}"), betas=tuple(getattr(hp, f"betas_{which}")))
 
 
 BLOCK = 20  # one-seed iterations per turn: long enough to run from warm caches, short enough to share the VM's drift
@@ -151,18 +157,18 @@ def measure(seed_counts: list[int], iterations: int) -> list[dict]:
     def real(*shape):
         return sample_mixture(data.centers, data.std, torch.Size(shape).numel(), stream).view(*shape, -1)
 
-    def one_seed(kernel: str):
+    def one_seed(kind: str):
         g, d = copy.deepcopy(generator), copy.deepcopy(discriminator)
-        opt_d, opt_g = adam(d.parameters(), hp, "d", kernel), adam(g.parameters(), hp, "g", kernel)
+        opt_d, opt_g = adam(d.parameters(), hp, "d", kind), adam(g.parameters(), hp, "g", kind)
         return lambda: plain_iteration(g, d, opt_d, opt_g, lambda: real(data.batch_size))
 
     def batched(seeds: int):
         g = StackedMLP([copy.deepcopy(generator) for _ in range(seeds)])
         d = StackedMLP([copy.deepcopy(discriminator) for _ in range(seeds)])
-        opt_d, opt_g = adam(d.parameters(), hp, "d", "fused=True"), adam(g.parameters(), hp, "g", "fused=True")
+        opt_d, opt_g = adam(d.parameters(), hp, "d", "`Adam(fused=True)`"), adam(g.parameters(), hp, "g", "`Adam(fused=True)`")
         return lambda: batched_iteration(g, d, opt_d, opt_g, real(seeds, data.batch_size))
 
-    variants = {(f"one seed, `Adam({kernel})`", 1): one_seed(kernel) for kernel in KERNELS}
+    variants = {(f"one seed, {kind}", 1): one_seed(kind) for kind in ADAMS}
     variants.update({(f"{seeds} seeds batched (batched matmul), `Adam(fused=True)`", seeds): batched(seeds)
                      for seeds in seed_counts})
     seconds = seconds_per_iteration(variants, iterations)

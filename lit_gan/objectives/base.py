@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import warnings
 from typing import Callable, Iterator, Literal, Optional, Sequence
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from lit_gan.errors import ConfigError, require
+from lit_gan.optim import ContiguousAdam
 from lit_gan.penalties import Penalty
 from lit_gan.stabilizers import HistoricalAverage, annealed_std, make_ema, unrolled_discriminator, update_ema
 
@@ -157,11 +159,10 @@ class GANModule(pl.LightningModule):
       a plain copy until ``ema_start``, evaluated beside the raw G
       (Yazıcı et al. 2019).
 
-    ``fused_adam`` builds both Adams with PyTorch's fused kernel (one kernel per step instead of one
-    multi-tensor pass per operation): ~10% less time per toy MLP iteration on a CPU, but it rounds
-    differently, so a run is no longer digit-for-digit the default's (docs/PERFORMANCE.md). Off, Adam
-    uses the multi-tensor (``foreach``) kernels, which on a CPU do exactly the default per-tensor
-    loop's arithmetic, faster.
+    Both Adams are :class:`lit_gan.optim.ContiguousAdam`: on a CPU, torch's Adam arithmetic to the
+    bit in one pass over all of a network's parameters; elsewhere torch's multi-tensor (``foreach``)
+    Adam. ``fused_adam`` builds them with PyTorch's fused kernel instead: a little faster still, but
+    it rounds differently, so a run is no longer digit-for-digit the default's (docs/PERFORMANCE.md).
 
     The clock is ``generator_step``, the number of generator updates so far:
     training length, evaluation, checkpoints and the logged x-axis all count
@@ -300,11 +301,15 @@ class GANModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def configure_optimizers(self):
         hp = self.hparams
-        # foreach gives the per-tensor loop's exact numbers at less Python per step (tests compare them bit for
-        # bit); torch picks it by itself only on GPUs. fused is faster still but rounds differently.
-        kernel = {"fused": True} if hp.fused_adam else {"foreach": True}
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=_floats(hp.betas_d), **kernel)
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=_floats(hp.betas_g), **kernel)
+        # ContiguousAdam gives the per-tensor loop's exact numbers in fewer operations on a CPU (tests compare
+        # them bit for bit), and elsewhere is Adam with the multi-tensor kernels (foreach), torch's own GPU
+        # default. fused is faster still but rounds differently.
+        if hp.fused_adam:
+            adam = functools.partial(torch.optim.Adam, fused=True)
+        else:
+            adam = functools.partial(ContiguousAdam, foreach=True)
+        opt_d = adam(self.discriminator.parameters(), lr=hp.lr_d, betas=_floats(hp.betas_d))
+        opt_g = adam(self.generator.parameters(), lr=hp.lr_g, betas=_floats(hp.betas_g))
         if hp.lr_decay == "constant":
             return [opt_d, opt_g]
         # Linear decay to 0 over the run, stepped once per generator iteration (as in WGAN-GP's and

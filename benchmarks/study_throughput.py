@@ -1,23 +1,57 @@
-"""Toy-study throughput: the same runs one after another with all cores each, or in parallel processes.
+"""Toy-study throughput: how a study's runs start, and how many run at once.
 
     python -m benchmarks.study_throughput --runs 4 --generator_steps 1500    # --write updates docs/PERFORMANCE.md
 
-Trains ``--runs`` seeds of ``configs/grid/nonsaturating.yaml`` through ``python -m lit_gan.study``,
-once with ``--jobs 1`` (each run gets every core as torch threads) and once with ``--jobs`` equal to
-the number of cores (one thread per run), and reports runs per hour. Tiny MLPs cannot keep several
-threads busy, so parallel processes should win; the study runner's default follows this measurement.
+First, a run's fixed cost: a one-iteration run of ``configs/grid/nonsaturating.yaml`` (set-up, W&B,
+final evaluation, checkpoint), started as ``python train.py`` in a fresh interpreter and as the study
+runner starts it, forked from a server that imported lit-gan once; the two alternate ``--repeats`` times.
+Then whole studies: ``--runs`` seeds through ``python -m lit_gan.study``, once with ``--jobs 1`` (each
+run gets every core as torch threads) and once with ``--jobs`` equal to the number of cores (one
+thread per run), in runs per hour. Tiny MLPs cannot keep several threads busy, so parallel processes
+should win; the study runner's default follows this measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from benchmarks.common import ROOT, commit, machine, publish
+from lit_gan.study import run_context, train_in_child
+
+ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+
+
+def startup_seconds(repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds of a one-iteration run started fresh and forked from the preloaded server, alternating."""
+    context = run_context()
+    fresh, forked = [], []
+    with tempfile.TemporaryDirectory() as directory:
+        argv = ["--config", "configs/grid/nonsaturating.yaml", "--generator_steps=1",
+                "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={directory}"]
+
+        def fork() -> float:
+            start = time.perf_counter()
+            process = context.Process(target=train_in_child, args=(argv, str(Path(directory) / "run.log"), 1))
+            process.start()
+            process.join()
+            assert process.exitcode == 0, (Path(directory) / "run.log").read_text()[-2000:]
+            return time.perf_counter() - start
+
+        fork()  # starts the server (it imports lit-gan once per study)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "train.py", *argv], cwd=ROOT, check=True, capture_output=True,
+                           env={**ENV, "OMP_NUM_THREADS": "1"})
+            fresh.append(time.perf_counter() - start)
+            forked.append(fork())
+    return fresh, forked
 
 
 def study_seconds(jobs: int, runs: int, generator_steps: int) -> float:
@@ -26,8 +60,7 @@ def study_seconds(jobs: int, runs: int, generator_steps: int) -> float:
                    "--seeds", *map(str, range(runs)), "--generator_steps", str(generator_steps),
                    "--jobs", str(jobs), "--out", out, "--name", f"throughput-{jobs}"]
         start = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, check=True, capture_output=True,
-                       env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=ENV)
         return time.perf_counter() - start
 
 
@@ -35,14 +68,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--generator_steps", type=int, default=1500)
+    parser.add_argument("--repeats", type=int, default=5, help="one-iteration runs timed per way of starting")
     parser.add_argument("--write", action="store_true", help="update the section in docs/PERFORMANCE.md")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
+    fresh, forked = startup_seconds(args.repeats)
     rows = [(jobs, study_seconds(jobs, args.runs, args.generator_steps)) for jobs in (1, cores)]
     lines = [f"Machine: {machine()}; commit {commit()}.",
              f"Command: `python -m benchmarks.study_throughput --runs {args.runs} --generator_steps "
-             f"{args.generator_steps} --write` ({args.runs} seeds of `configs/grid/nonsaturating.yaml`).", "",
-             "| study runner | torch threads per run | wall time (s) | runs per hour |", "|---|---|---|---|"]
+             f"{args.generator_steps} --repeats {args.repeats} --write` ({args.runs} seeds of "
+             "`configs/grid/nonsaturating.yaml`).", "",
+             f"| a one-iteration run, one thread | median of {args.repeats} (s) | min (s) | max (s) |",
+             "|---|---|---|---|"]
+    lines += [f"| {how} | {statistics.median(seconds):.1f} | {min(seconds):.1f} | {max(seconds):.1f} |"
+              for how, seconds in (("`python train.py` (a fresh interpreter)", fresh),
+                                   ("forked from the study's preloaded server", forked))]
+    lines += ["", f"Each run of a study starts {statistics.median(fresh) - statistics.median(forked):.1f} s sooner.",
+              "", "| study runner | torch threads per run | wall time (s) | runs per hour |", "|---|---|---|---|"]
     lines += [f"| `--jobs {jobs}` | {max(1, cores // jobs)} | {seconds:.0f} | {3600 * args.runs / seconds:.0f} |"
               for jobs, seconds in rows]
     lines += ["", f"Parallel processes: {rows[0][1] / rows[1][1]:.2f}× the throughput of one run at a time."]

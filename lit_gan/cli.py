@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -213,3 +214,17 @@ def main(args=None) -> LitGANCLI:
     if status:
         sys.exit(status)
     return cli
+
+
+def train_with_output(argv: list[str], log: str, threads: int) -> None:
+    """What ``python train.py ARGV >> LOG 2>&1`` does, with ``threads`` torch threads, in this process.
+
+    The study runner calls it in processes forked from a server that has imported lit-gan once.
+    """
+    with open(log, "a") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    os.environ.update(OMP_NUM_THREADS=str(threads), WANDB_SILENT="true")
+    torch.set_num_threads(threads)
+    sys.argv = ["train.py", *argv]
+    main()

@@ -27,10 +27,10 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing
 import os
 import re
 import secrets
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -107,10 +107,33 @@ def cell_name(key: tuple) -> str:
     return "|".join(map(str, key))
 
 
+# Every run is train.py's main in a process forked from one that imported it (and W&B) once: a fresh
+# interpreter spends ~5 s importing torch and Lightning before a toy run's first step (docs/PERFORMANCE.md).
+# The fork is of a server that has only imported, never trained, so each run starts from the same
+# clean state as `python train.py` and gives the same numbers (tests/test_study.py checks).
+PRELOAD = ["lit_gan.cli", "wandb"]
+
+
+def run_context():
+    """Where runs start: forked from a preloaded server, or (without fork, e.g. Windows) a new interpreter."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def train_in_child(argv: list[str], log: str, threads: int) -> None:
+    from lit_gan.cli import train_with_output  # imported by the server already; the study itself needs no torch
+
+    os.chdir(ROOT)  # config paths are relative to the repository
+    train_with_output(argv, log, threads)
+
+
 def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threads: int, group: str,
-            run_id: str) -> dict:
-    command = [
-        sys.executable, "train.py", "--config", str(config),
+            run_id: str, context) -> dict:
+    argv = [
+        "--config", str(config),
         f"--generator_steps={generator_steps}", f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
         "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={runs_dir}",
         f"--trainer.logger.init_args.group={group}", f"--trainer.logger.init_args.job_type={Path(config).stem}",
@@ -119,14 +142,19 @@ def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threa
     last = next(runs_dir.glob(f"*/{run_id}/checkpoints/last.ckpt"), None)
     if last is not None:
         print(f"{config} seed {seed}: resuming its interrupted run from {last}", flush=True)
-        command.append(f"--ckpt_path={last}")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "WANDB_SILENT": "true"}
+        argv.append(f"--ckpt_path={last}")
+    log = runs_dir / "logs" / f"{run_id}.log"  # the run's output, as train.py prints it (a resumed run appends)
+    log.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    process = context.Process(target=train_in_child, args=(argv, str(log), threads), name=f"train {run_id}")
+    process.start()
+    process.join()
     seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    run_dir = ROOT / re.search(r"^Run directory: (\S+)", result.stdout, re.M).group(1)
+    output = log.read_text(errors="replace")
+    if process.exitcode != 0:
+        raise RuntimeError(f"train.py {' '.join(argv)} failed (exit code {process.exitcode}; its output is in "
+                           f"{log}):\n{output[-3000:]}")
+    run_dir = ROOT / re.search(r"^Run directory: (\S+)", output, re.M).group(1)
     final = json.loads((run_dir / "evaluation.json").read_text())[-1]
     return {
         "config": str(config), "seed": seed, "generator_steps": final["generator_step"],
@@ -324,9 +352,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     run_ids = {key: started.get(cell_name(key)) or secrets.token_hex(4) for key in keys if key not in results}
     save_started(run_ids, started_path)
     failed = []
+    context = run_context()
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_one, c, s, args.generator_steps, args.runs_dir.resolve(), threads, args.name,
-                               run_ids[key]): key
+                               run_ids[key], context): key
                    for key, (c, s) in zip(keys, cells) if key in run_ids}
         for future in as_completed(futures):  # record each run as soon as it finishes
             key = futures[future]

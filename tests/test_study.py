@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,6 +48,24 @@ def test_quick_suite_writes_table_and_plots_and_a_rerun_skips_finished_cells(tmp
     assert "Skipping 5 finished run(s)" in out and "Rerunning 1 run(s)" in out
     assert third[0]["run_dir"] != rows[0]["run_dir"] and [r["run_dir"] for r in third[1:]] == [r["run_dir"] for r in rows[1:]]
     assert third[0]["fingerprint"] == config_fingerprint(ROOT / configs[0])
+
+
+def test_a_study_run_is_the_run_train_py_gives(tmp_path):
+    """Runs fork from a server that imported lit-gan once: the same weights as ``python train.py`` to the bit."""
+    (row,) = main(["--configs", "configs/grid/nonsaturating.yaml", "--seeds", "3", "--generator_steps", "40",
+                   "--jobs", "2", "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")])
+    direct = subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/grid/nonsaturating.yaml", "--generator_steps=40",
+         "--seed_everything=3", "--data.init_args.seed=3", "--trainer.enable_progress_bar=false",
+         f"--trainer.logger.init_args.save_dir={tmp_path / 'direct'}"],
+        cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "Run directory:" in (tmp_path / "runs" / "logs" / f"{Path(row['run_dir']).name}.log").read_text()
+    ours, theirs = (torch.load(next(Path(d).glob("**/checkpoints/last.ckpt")), weights_only=True)
+                    for d in (row["run_dir"], tmp_path / "direct"))
+    assert ours["gan_clock"]["generator_step"] == theirs["gan_clock"]["generator_step"] == 40
+    for key, value in theirs["state_dict"].items():
+        assert torch.equal(ours["state_dict"][key], value), key
+    assert "Final evaluation" in direct.stdout
 
 
 def test_fingerprint_follows_content_not_comments(tmp_path):

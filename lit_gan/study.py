@@ -3,9 +3,11 @@
     python -m lit_gan.study --suite toy --jobs 2          # a suite from configs/studies/
     python -m lit_gan.study --configs configs/ring/*.yaml --seeds 0 1 2 --generator_steps 5000
 
-Each run is a separate ``train.py`` process (its own W&B run under
-``--runs_dir``, grouped in W&B by the study's name); ``--jobs`` (default: one per
-core) runs that many at once with cores / jobs torch threads each. Writes into ``--out``:
+Each run is ``train.py`` in a process of its own (its own W&B run under
+``--runs_dir``, grouped in W&B by the study's name, its output in
+``--runs_dir``/logs/RUN_ID.log), forked from a server that imported lit-gan once
+per study; ``--jobs`` (default: one per core) runs that many at once with
+cores / jobs torch threads each. Writes into ``--out``:
 ``runs.csv`` (one row per run), ``table.md`` (mean ± standard error over
 seeds per config, with the published rows for the same benchmark from
 ``docs/reference/``), ``samples.png`` (the final samples of every run) and

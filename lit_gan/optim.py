@@ -15,7 +15,7 @@ class ContiguousAdam(torch.optim.Adam):
     arithmetic. Here a group's parameters, and their Adam moments, are views into one buffer each,
     so every operation runs once over all of them: the same function as Adam's own per-tensor step
     (``torch.optim.adam.adam``) on the same numbers, element by element, hence the same weights to
-    the last bit (tests/test_optim.py), ~0.3 ms less per step on a toy MLP (docs/PERFORMANCE.md).
+    the last bit (tests/test_optim.py), and a toy MLP iteration 0.6-1.1 ms (of ~8) faster (docs/PERFORMANCE.md).
 
     The state is Adam's (per parameter: ``step``, ``exp_avg``, ``exp_avg_sq``), so checkpoints
     load into either class. Where a group cannot be laid out this way (not on a CPU, a parameter
@@ -26,7 +26,9 @@ class ContiguousAdam(torch.optim.Adam):
 
     def __init__(self, params, **options):
         super().__init__(params, **options)
-        self._buffers: list[tuple | None] = []  # per group: (params, grads, exp_avgs, exp_avg_sqs, max_sqs, step)
+        # Per group index: its buffers (param, exp_avg, exp_avg_sq, max_exp_avg_sq, step, views), or False once
+        # its state cannot be merged (step counts differ for good): Adam's own step then, until load_state_dict.
+        self._layouts: dict[int, tuple | bool] = {}
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -35,11 +37,11 @@ class ContiguousAdam(torch.optim.Adam):
             with torch.enable_grad():
                 loss = closure()
         if not all(self._contiguous(i, group) for i, group in enumerate(self.param_groups)):
-            if self._buffers:
-                self._unshare_steps()
+            self._unshare_steps()
             super().step()
             return loss
-        for group, (param, exp_avg, exp_avg_sq, max_exp_avg_sq, step, _) in zip(self.param_groups, self._buffers):
+        for i, group in enumerate(self.param_groups):
+            param, exp_avg, exp_avg_sq, max_exp_avg_sq, step, _ = self._layouts[i]
             grad = torch.cat([p.grad.reshape(-1) for p in group["params"]])
             beta1, beta2 = group["betas"]
             adam([param], [grad], [exp_avg], [exp_avg_sq], [max_exp_avg_sq] if group["amsgrad"] else [], [step],
@@ -55,29 +57,39 @@ class ContiguousAdam(torch.optim.Adam):
         saved["state"] = {i: {**s, "step": s["step"].clone()} if "step" in s else s for i, s in saved["state"].items()}
         return saved
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._layouts = {}
+
     def _contiguous(self, index: int, group: dict) -> bool:
         """Whether group ``index`` is (or can now be) laid out in one buffer per tensor kind."""
-        params = group["params"]
-        if not self._eligible(group):
+        layout = self._layouts.get(index)
+        if layout is False or not self._eligible(group):
             return False
-        while len(self._buffers) <= index:
-            self._buffers.append(None)
-        if self._buffers[index] is None or not self._intact(params, self._buffers[index]):
-            self._buffers[index] = self._lay_out(group)
-        return self._buffers[index] is not None
+        if layout is None or not self._intact(group["params"], layout):
+            layout = self._layouts[index] = self._lay_out(group) or False
+        return layout is not False
+
+    def _unshare_steps(self) -> None:
+        """Give each parameter its own step count again, before Adam's own step adds 1 to each."""
+        for index, layout in list(self._layouts.items()):
+            if layout is not False:
+                for p in self.param_groups[index]["params"]:
+                    self.state[p]["step"] = self.state[p]["step"].clone()
+                del self._layouts[index]
 
     @staticmethod
     def _eligible(group: dict) -> bool:
-        if group["capturable"] or group["differentiable"] or group["fused"]:
+        params = group["params"]
+        if not params or group["capturable"] or group["differentiable"] or group["fused"]:
             return False
-        first = group["params"][0] if group["params"] else None
-        return first is not None and all(p.grad is not None and not p.grad.is_sparse and p.grad.dtype == first.dtype
-                   and p.device.type == "cpu" and p.dtype == first.dtype and p.is_contiguous()
-                   and not torch.is_complex(p) for p in group["params"])
+        dtype = params[0].dtype
+        return all(p.device.type == "cpu" and p.dtype == dtype and p.is_contiguous() and not torch.is_complex(p)
+                   and p.grad is not None and p.grad.dtype == dtype and not p.grad.is_sparse for p in params)
 
     def _intact(self, params: list[Tensor], buffers: tuple) -> bool:
         """Whether the parameters and their state are still the views laid out last time."""
-        param, *_, step, views = buffers
+        *_, step, views = buffers
         for p, (p_view, m_view, v_view) in zip(params, views):
             state = self.state.get(p)
             if (p.data_ptr() != p_view.data_ptr() or not state or state["exp_avg"] is not m_view
@@ -117,10 +129,3 @@ class ContiguousAdam(torch.optim.Adam):
         max_exp_avg_sq = merged["max_exp_avg_sq"][0] if group["amsgrad"] else None
         views = list(zip(param_views, merged["exp_avg"][1], merged["exp_avg_sq"][1]))
         return param, exp_avg, exp_avg_sq, max_exp_avg_sq, step, views
-
-    def _unshare_steps(self) -> None:
-        """Give every parameter its own step count before Adam's own step increments each one."""
-        for state in self.state.values():
-            if "step" in state:
-                state["step"] = state["step"].clone()
-        self._buffers = []

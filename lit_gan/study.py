@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--configs", nargs="+", type=Path, help="configs to train (instead of, or on top of, a suite)")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: the suite's, else 0")
     parser.add_argument("--generator_steps", type=int, help="default: the suite's, else 5000")
-    # One single-threaded run per core: 1.65-2.15x the runs per hour of one run at a time with every core on
+    # One single-threaded run per core: 1.52-2.15x the runs per hour of one run at a time with every core on
     # the toy MLPs (benchmarks/study_throughput.py, docs/PERFORMANCE.md).
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="runs at once, each with cores / jobs torch threads (default: one per core)")

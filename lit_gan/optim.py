@@ -22,6 +22,8 @@ class ContiguousAdam(torch.optim.Adam):
     without a gradient this step, mixed dtypes, non-contiguous or sparse tensors, ``capturable``,
     ``differentiable`` or ``fused``), the step is Adam's own. The layout is rebuilt whenever
     something replaced a parameter's storage (``module.to(...)``) or the state (``load_state_dict``).
+    Laying out gives each parameter new storage: another tensor that aliased a parameter's old storage
+    (tied weights made by sharing ``.data``; sharing the Parameter itself is fine) no longer follows it.
     """
 
     def __init__(self, params, **options):
@@ -38,16 +40,19 @@ class ContiguousAdam(torch.optim.Adam):
                 loss = closure()
         if not all(self._contiguous(i, group) for i, group in enumerate(self.param_groups)):
             self._unshare_steps()
-            super().step()
+            # Adam's step as defined, not as torch wraps it once an Adam exists (the wrapper runs the step
+            # hooks, which this step's own wrapper has run already).
+            getattr(torch.optim.Adam.step, "__wrapped__", torch.optim.Adam.step)(self)
             return loss
         for i, group in enumerate(self.param_groups):
             param, exp_avg, exp_avg_sq, max_exp_avg_sq, step, _ = self._layouts[i]
             grad = torch.cat([p.grad.reshape(-1) for p in group["params"]])
             beta1, beta2 = group["betas"]
+            # decoupled_weight_decay exists from torch 2.7 on; 2.6 has no such key or argument.
+            decoupled = {k: group[k] for k in ("decoupled_weight_decay",) if k in group}
             adam([param], [grad], [exp_avg], [exp_avg_sq], [max_exp_avg_sq] if group["amsgrad"] else [], [step],
                  foreach=False, amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=group["lr"],
-                 weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"],
-                 decoupled_weight_decay=group.get("decoupled_weight_decay", False))
+                 weight_decay=group["weight_decay"], eps=group["eps"], maximize=group["maximize"], **decoupled)
         return loss
 
     def state_dict(self) -> dict:
@@ -122,7 +127,10 @@ class ContiguousAdam(torch.optim.Adam):
         zeros = [torch.zeros_like(p) for p in params]
         kinds = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
         merged = {k: flat([s[k] for s in states] if all(started) else zeros) for k in kinds}
-        step = states[0]["step"].clone() if all(started) else torch.tensor(0.0, dtype=torch.get_default_dtype())
+        # Adam counts in float32 (float64 under a float64 default), whatever the parameters' dtype: a
+        # bfloat16 count would stop at 256 (bf16-true sets the default dtype around training_step).
+        count_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        step = states[0]["step"].clone() if all(started) else torch.tensor(0.0, dtype=count_dtype)
         for i, p in enumerate(params):
             self.state[p] = {"step": step, **{k: merged[k][1][i] for k in kinds}}
         exp_avg, exp_avg_sq = merged["exp_avg"][0], merged["exp_avg_sq"][0]

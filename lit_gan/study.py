@@ -6,8 +6,9 @@
 Each run is ``train.py`` in a process of its own (its own W&B run under
 ``--runs_dir``, grouped in W&B by the study's name, its output in
 ``--runs_dir``/logs/RUN_ID.log), forked from a server that imported lit-gan once
-per study; ``--jobs`` (default: one per core) runs that many at once with
-cores / jobs torch threads each. Writes into ``--out``:
+per study (a script that calls :func:`main` needs ``if __name__ == "__main__":``,
+as with any ``multiprocessing`` code); ``--jobs`` (default: one per core) runs
+that many at once with cores / jobs torch threads each. Writes into ``--out``:
 ``runs.csv`` (one row per run), ``table.md`` (mean ± standard error over
 seeds per config, with the published rows for the same benchmark from
 ``docs/reference/``), ``samples.png`` (the final samples of every run) and
@@ -30,10 +31,12 @@ import io
 import json
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import secrets
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -125,9 +128,26 @@ def run_context():
     return context
 
 
-def train_in_child(argv: list[str], log: str, threads: int) -> None:
+# Process.start() polls every live child of the study, and with the forkserver a poll racing another
+# thread's join() can read a finished run's exit code as 255 (CPython gh-130895): start and join in turn.
+PROCESSES = threading.Lock()
+
+
+def run_to_end(process) -> int:
+    """Start ``process``, wait for it to end and return its exit code; safe from several threads at once."""
+    with PROCESSES:
+        process.start()
+    multiprocessing.connection.wait([process.sentinel])
+    with PROCESSES:
+        process.join()
+    return process.exitcode
+
+
+def train_in_child(argv: list[str], log: str, threads: int, environment: dict) -> None:
     from lit_gan.cli import train_with_output  # imported by the server already; the study itself needs no torch
 
+    os.environ.clear()  # the study's environment now, not the server's from when it started
+    os.environ.update(environment)
     os.chdir(ROOT)  # config paths are relative to the repository
     train_with_output(argv, log, threads)
 
@@ -147,14 +167,18 @@ def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threa
         argv.append(f"--ckpt_path={last}")
     log = runs_dir / "logs" / f"{run_id}.log"  # the run's output, as train.py prints it (a resumed run appends)
     log.parent.mkdir(parents=True, exist_ok=True)
+    log.touch()
     start = time.perf_counter()
-    process = context.Process(target=train_in_child, args=(argv, str(log), threads), name=f"train {run_id}")
-    process.start()
-    process.join()
+    process = context.Process(target=train_in_child, args=(argv, str(log), threads, dict(os.environ)),
+                              name=f"train {run_id}")
+    try:
+        exitcode = run_to_end(process)
+    except Exception as error:  # e.g. the server died importing lit-gan: say so for this run, keep the study
+        raise RuntimeError(f"train.py {' '.join(argv)} could not start: {type(error).__name__}: {error}") from error
     seconds = time.perf_counter() - start
     output = log.read_text(errors="replace")
-    if process.exitcode != 0:
-        raise RuntimeError(f"train.py {' '.join(argv)} failed (exit code {process.exitcode}; its output is in "
+    if exitcode != 0:
+        raise RuntimeError(f"train.py {' '.join(argv)} failed (exit code {exitcode}; its output is in "
                            f"{log}):\n{output[-3000:]}")
     run_dir = ROOT / re.search(r"^Run directory: (\S+)", output, re.M).group(1)
     final = json.loads((run_dir / "evaluation.json").read_text())[-1]
@@ -359,18 +383,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
         futures = {pool.submit(run_one, c, s, args.generator_steps, args.runs_dir.resolve(), threads, args.name,
                                run_ids[key], context): key
                    for key, (c, s) in zip(keys, cells) if key in run_ids}
-        for future in as_completed(futures):  # record each run as soon as it finishes
-            key = futures[future]
-            try:
-                results[key] = future.result()
-            except RuntimeError as error:
-                failed.append(f"{key[0]} seed {key[1]}")
-                print(error, file=sys.stderr, flush=True)
-                continue
-            print(f"{key[0]} seed {key[1]}: {results[key]}", flush=True)
-            write_csv([results[k] for k in keys if k in results], args.out / "runs.csv")
-            del run_ids[key]
-            save_started(run_ids, started_path)
+        try:
+            for future in as_completed(futures):  # record each run as soon as it finishes
+                key = futures[future]
+                try:
+                    results[key] = future.result()
+                except RuntimeError as error:
+                    failed.append(f"{key[0]} seed {key[1]}")
+                    print(error, file=sys.stderr, flush=True)
+                    continue
+                print(f"{key[0]} seed {key[1]}: {results[key]}", flush=True)
+                write_csv([results[k] for k in keys if k in results], args.out / "runs.csv")
+                del run_ids[key]
+                save_started(run_ids, started_path)
+        except BaseException:  # Ctrl-C: the runs under way stop with the study (same process group); start no queued one
+            for future in futures:
+                future.cancel()
+            raise
     if failed:
         raise SystemExit(f"{len(failed)} run(s) failed ({'; '.join(failed)}); the others are in "
                          f"{args.out / 'runs.csv'}. Rerunning the same command retrains the failed ones, from "

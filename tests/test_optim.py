@@ -123,3 +123,39 @@ def test_channels_last_parameters_keep_their_layout():
     conv(torch.randn(2, 3, 8, 8)).sum().backward()
     optimizer.step()
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_step_counts_stay_float32_under_a_bfloat16_default_dtype():
+    """bf16-true trains under a bfloat16 default dtype, whose integers stop at 256."""
+    plain, contiguous = network().bfloat16(), network().bfloat16()
+    reference = torch.optim.Adam(plain.parameters(), lr=1e-3)
+    optimizer = ContiguousAdam(contiguous.parameters(), lr=1e-3)
+    x = torch.randn(16, 2, dtype=torch.bfloat16)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        for _ in range(300):
+            for net, opt in ((plain, reference), (contiguous, optimizer)):
+                opt.zero_grad(set_to_none=True)
+                (net(x).float() ** 2).mean().backward()
+                opt.step()
+    finally:
+        torch.set_default_dtype(default)
+    assert one_storage(contiguous)
+    assert_same(plain, reference, contiguous, optimizer)
+    assert float(optimizer.state_dict()["state"][0]["step"]) == 300
+
+
+def test_step_hooks_run_once_per_step_on_either_path():
+    torch.optim.Adam(network().parameters())  # once an Adam exists, torch wraps Adam.step with the hook runner
+    net = network()
+    optimizer = ContiguousAdam(net.parameters(), lr=1e-2)
+    calls = []
+    optimizer.register_step_post_hook(lambda *_: calls.append(1))
+    for skip_a_gradient in (False, True):  # the one-buffer step, then Adam's own
+        optimizer.zero_grad(set_to_none=True)
+        (net(torch.randn(8, 2)) ** 2).mean().backward()
+        if skip_a_gradient:
+            net.head.bias.grad = None
+        optimizer.step()
+    assert len(calls) == 2

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
-from lit_gan.study import ROOT, config_fingerprint, main, read_rows, write_csv
-from lit_gan.wandb_offline import find_run_file, read_run
+from lit_gan.study import ROOT, config_fingerprint, main, read_rows, run_to_end, write_csv
+from lit_gan.wandb_offline import find_run_file, read_run, records
 
 
 @pytest.mark.slow
@@ -66,6 +68,27 @@ def test_a_study_run_is_the_run_train_py_gives(tmp_path):
     for key, value in theirs["state_dict"].items():
         assert torch.equal(ours["state_dict"][key], value), key
     assert "Final evaluation" in direct.stdout
+
+
+@pytest.mark.slow
+def test_runs_started_from_several_threads_report_their_own_exit_codes():
+    """Unserialised, ~4% of such children read as exit code 255 (CPython gh-130895)."""
+    context = multiprocessing.get_context("forkserver")
+    with ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(lambda _: run_to_end(context.Process(target=time.sleep, args=(0,))), range(300)))
+    assert codes == [0] * 300
+
+
+def test_a_run_sees_the_studys_environment_as_it_is_when_the_run_starts(tmp_path, monkeypatch):
+    """The fork server keeps the environment it started with; each run gets the study's current one."""
+    args = ["--configs", "configs/grid/nonsaturating.yaml", "--generator_steps", "5", "--jobs", "1"]
+    notes = {}
+    for study, value in (("first", "first study"), ("second", "set after the server started")):
+        monkeypatch.setenv("WANDB_NOTES", value)  # W&B stores it with the run
+        main([*args, "--out", str(tmp_path / study), "--runs_dir", str(tmp_path / study / "runs")])
+        run_file = find_run_file(next((tmp_path / study / "runs" / "wandb").glob("offline-run-*")))
+        notes[study] = next(r.run.notes for r in records(run_file) if r.WhichOneof("record_type") == "run")
+    assert notes == {"first": "first study", "second": "set after the server started"}
 
 
 def test_fingerprint_follows_content_not_comments(tmp_path):

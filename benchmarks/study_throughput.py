@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import ROOT, commit, machine, publish
-from lit_gan.study import run_context, train_in_child
+from lit_gan.study import run_context, run_to_end, train_in_child
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
@@ -37,11 +37,11 @@ def startup_seconds(repeats: int) -> tuple[list[float], list[float]]:
                 "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={directory}"]
 
         def fork() -> float:
+            log = Path(directory) / "run.log"
+            log.touch()
             start = time.perf_counter()
-            process = context.Process(target=train_in_child, args=(argv, str(Path(directory) / "run.log"), 1))
-            process.start()
-            process.join()
-            assert process.exitcode == 0, (Path(directory) / "run.log").read_text()[-2000:]
+            exitcode = run_to_end(context.Process(target=train_in_child, args=(argv, str(log), 1, ENV)))
+            assert exitcode == 0, log.read_text()[-2000:]
             return time.perf_counter() - start
 
         fork()  # starts the server (it imports lit-gan once per study)

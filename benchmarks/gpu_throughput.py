@@ -64,7 +64,8 @@ def throughput(config: str, batch: int, setting: str, iterations: int, warmup: i
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(model, datamodule=cli.datamodule)
         cli.trainer.logger.experiment.finish()
-        seconds = statistics.median(timer.seconds[warmup:])
+        # timer.seconds[i] is iteration i + 2 (the first has no start mark): skip iterations 1..warmup.
+        seconds = statistics.median(timer.seconds[warmup - 1:])
     return batch * model.n_critic / seconds
 
 
@@ -77,6 +78,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--write", action="store_true", help="update the section in docs/PERFORMANCE.md")
     args = parser.parse_args()
+    if args.warmup < 1 or args.iterations < 1:
+        parser.error(f"--warmup={args.warmup} --iterations={args.iterations}: both must be >= 1 (the first "
+                     "iteration is never timed: there is nothing before it to time from)")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA GPU here: run on a GPU machine, or pass --device cpu for a smoke test")
     start = time.perf_counter()

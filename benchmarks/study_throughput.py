@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import ROOT, commit, machine, publish
-from lit_gan.study import run_context, run_to_end, train_in_child
+from lit_gan.study import run_context, train_process
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
@@ -38,9 +38,8 @@ def startup_seconds(repeats: int) -> tuple[list[float], list[float]]:
 
         def fork() -> float:
             log = Path(directory) / "run.log"
-            log.touch()
             start = time.perf_counter()
-            exitcode = run_to_end(context.Process(target=train_in_child, args=(argv, str(log), 1, ENV)))
+            exitcode = train_process(context, argv, log, 1, ENV)
             assert exitcode == 0, log.read_text()[-2000:]
             return time.perf_counter() - start
 

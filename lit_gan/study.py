@@ -113,7 +113,7 @@ def cell_name(key: tuple) -> str:
 
 
 # Every run is train.py's main in a process forked from one that imported it (and W&B) once: a fresh
-# interpreter spends ~5 s importing torch and Lightning before a toy run's first step (docs/PERFORMANCE.md).
+# interpreter spends ~12 s importing torch, Lightning and W&B before a toy run's first step (docs/PERFORMANCE.md).
 # The fork is of a server that has only imported, never trained, so each run starts from the same
 # clean state as `python train.py` and gives the same numbers (tests/test_study.py checks).
 PRELOAD = ["lit_gan.cli", "wandb"]
@@ -152,6 +152,15 @@ def train_in_child(argv: list[str], log: str, threads: int, environment: dict) -
     train_with_output(argv, log, threads)
 
 
+def train_process(context, argv: list[str], log: Path, threads: int, environment: dict | None = None) -> int:
+    """``train.py ARGV`` in a process of ``context`` with this environment (or ``environment``), its
+    output appended to ``log``; returns its exit code."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.touch()  # there to read even when the process dies before it opens it
+    arguments = (argv, str(log), threads, dict(os.environ if environment is None else environment))
+    return run_to_end(context.Process(target=train_in_child, args=arguments, name=f"train {log.stem}"))
+
+
 def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threads: int, group: str,
             run_id: str, context) -> dict:
     argv = [
@@ -166,13 +175,9 @@ def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threa
         print(f"{config} seed {seed}: resuming its interrupted run from {last}", flush=True)
         argv.append(f"--ckpt_path={last}")
     log = runs_dir / "logs" / f"{run_id}.log"  # the run's output, as train.py prints it (a resumed run appends)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.touch()
     start = time.perf_counter()
-    process = context.Process(target=train_in_child, args=(argv, str(log), threads, dict(os.environ)),
-                              name=f"train {run_id}")
     try:
-        exitcode = run_to_end(process)
+        exitcode = train_process(context, argv, log, threads)
     except Exception as error:  # e.g. the server died importing lit-gan: say so for this run, keep the study
         raise RuntimeError(f"train.py {' '.join(argv)} could not start: {type(error).__name__}: {error}") from error
     seconds = time.perf_counter() - start

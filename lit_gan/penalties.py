@@ -4,6 +4,11 @@ Every penalty is called as ``penalty(discriminator, real, fake)`` inside the
 discriminator update and returns the weighted term to add to D's loss, so an
 objective takes any list of them (``penalties:`` in a config) and the training
 step never branches on which ones are present.
+
+Penalties also serve K seeds trained as one stack (:mod:`lit_gan.stacking`): given
+inputs with a leading seed dimension, a stacked discriminator and ``Draws`` with one
+generator per seed, they return one value per seed. So every mean is over the last
+(sample) dimension and every random draw goes through ``draws``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lit_gan.draws import GLOBAL, Draws
 from lit_gan.errors import require
 
 
@@ -31,12 +37,12 @@ def input_gradient_norm(discriminator: nn.Module, inputs: Tensor, scaler=None) -
     else:
         (gradient,) = torch.autograd.grad(scaler.scale(total), inputs, create_graph=True)
         gradient = gradient * (1.0 / scaler.get_scale())
-    return gradient.float().reshape(outputs.shape[0], -1).norm(2, dim=1)
+    return gradient.float().reshape(*outputs.shape, -1).norm(2, dim=-1)
 
 
 def two_sided(discriminator: nn.Module, points: Tensor, target: float, scaler=None) -> Tensor:
     """``E[(||grad D(x)||_2 - target)^2]`` over ``points``: the shape shared by WGAN-GP's and DRAGAN's penalties."""
-    return ((input_gradient_norm(discriminator, points, scaler) - target) ** 2).mean()
+    return ((input_gradient_norm(discriminator, points, scaler) - target) ** 2).mean(-1)
 
 
 class Penalty:
@@ -49,20 +55,14 @@ class Penalty:
         require(weight >= 0, f"{type(self).__name__}.weight", weight, "a number >= 0")
         self.weight = weight
 
-    def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
-        return self.weight * self.unweighted(discriminator, real, fake)
+    def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor, draws: Draws = GLOBAL) -> Tensor:
+        return self.weight * self.unweighted(discriminator, real, fake, draws)
 
-    def unweighted(self, discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:
+    def unweighted(self, discriminator: nn.Module, real: Tensor, fake: Tensor, draws: Draws = GLOBAL) -> Tensor:
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(weight={self.weight})"
-
-
-def _uniform_per_sample(reference: Tensor) -> Tensor:
-    """One U[0, 1) draw per sample, shaped to broadcast over ``reference``."""
-    shape = (reference.shape[0],) + (1,) * (reference.dim() - 1)
-    return torch.rand(shape, device=reference.device, dtype=reference.dtype)
 
 
 class GradientPenalty(Penalty):
@@ -79,8 +79,8 @@ class GradientPenalty(Penalty):
         require(target > 0, "GradientPenalty.target", target, "a number > 0")
         self.target = target
 
-    def unweighted(self, discriminator, real, fake):
-        alpha = _uniform_per_sample(real)
+    def unweighted(self, discriminator, real, fake, draws=GLOBAL):
+        alpha = draws.rand(draws.per_sample(real), dtype=real.dtype, device=real.device)
         interpolates = alpha * real.detach() + (1 - alpha) * fake.detach()
         return two_sided(discriminator, interpolates, self.target, self.scaler)
 
@@ -100,10 +100,12 @@ class DRAGANPenalty(Penalty):
         require(perturbation > 0, "DRAGANPenalty.perturbation", perturbation, "a number > 0")
         self.perturbation = perturbation
 
-    def unweighted(self, discriminator, real, fake):
+    def unweighted(self, discriminator, real, fake, draws=GLOBAL):
         real = real.detach()
-        delta = self.perturbation * real.std() * torch.rand_like(real)
-        perturbed = real + _uniform_per_sample(real) * delta
+        sample_dims = real.dim() - draws.seed_dims
+        std = real.flatten(draws.seed_dims).std(-1).reshape(real.shape[:draws.seed_dims] + (1,) * sample_dims)
+        delta = self.perturbation * std * draws.rand(real.shape[draws.seed_dims:], dtype=real.dtype, device=real.device)
+        perturbed = real + draws.rand(draws.per_sample(real), dtype=real.dtype, device=real.device) * delta
         return two_sided(discriminator, perturbed, 1.0, self.scaler)
 
 
@@ -115,5 +117,5 @@ class R1Penalty(Penalty):
 
     name = "r1_penalty"
 
-    def unweighted(self, discriminator, real, fake):
-        return 0.5 * (input_gradient_norm(discriminator, real, self.scaler) ** 2).mean()
+    def unweighted(self, discriminator, real, fake, draws=GLOBAL):
+        return 0.5 * (input_gradient_norm(discriminator, real, self.scaler) ** 2).mean(-1)

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from lit_gan.draws import GLOBAL, Draws
 from lit_gan.errors import ConfigError, require
 from lit_gan.optim import ContiguousAdam
 from lit_gan.penalties import Penalty
@@ -250,8 +251,9 @@ class GANModule(pl.LightningModule):
         """Runs after each discriminator optimizer step (WGAN clips weights here)."""
 
     # ------------------------------------------------------------------ sampling
-    def sample_noise(self, batch_size: int) -> Tensor:
-        return torch.randn(batch_size, self.generator.latent_dim, device=self.device)
+    def sample_noise(self, batch_size: int, draws: Draws = GLOBAL) -> Tensor:
+        """``batch_size`` latent vectors z ~ N(0, I) (one set per seed under stacked ``draws``)."""
+        return draws.randn((batch_size, self.generator.latent_dim), device=self.device)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.generator(z)
@@ -283,13 +285,15 @@ class GANModule(pl.LightningModule):
         """The run's length in generator iterations (from ``trainer.max_steps``)."""
         return self.trainer.max_steps // optimizer_steps(1, self.n_critic)
 
-    def with_instance_noise(self, x: Tensor) -> Tensor:
+    def with_instance_noise(self, x: Tensor, draws: Draws = GLOBAL) -> Tensor:
         """``x`` plus this iteration's instance noise (unchanged when ``instance_noise`` is 0)."""
         initial = self.hparams.instance_noise
         if not initial:
             return x
         std = annealed_std(initial, self.generator_step, self.hparams.instance_noise_steps or self.total_generator_steps())
-        return x + std * torch.randn_like(x) if std > 0 else x
+        if std <= 0:
+            return x
+        return x + std * draws.randn(x.shape[draws.seed_dims:], dtype=x.dtype, device=x.device)
 
     def feature_matching_loss(self, real: Tensor, fake: Tensor) -> Tensor:
         """``||E f(x) - E f(G(z))||_2^2`` on D's features (Salimans et al. 2016, Sec. 3.1)."""

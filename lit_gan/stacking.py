@@ -1,0 +1,302 @@
+"""Several seeds of one toy config trained as one batched computation, each seed's numbers its own run's.
+
+Runs of one config that differ only in their seed do the same arithmetic on different numbers. A
+:class:`SeedStack` lays each network's K copies along a new leading dimension, so one batched matrix
+product serves every seed where K runs would each launch their own: on a CPU a toy MLP's step is
+mostly per-operation overhead (docs/PERFORMANCE.md, "Several seeds in one process").
+
+The K :class:`~lit_gan.objectives.GANModule` objects stay whole: their parameters, batch-norm
+statistics and Adam moments become views into the stack, so each module's evaluation, EMA, checkpoints
+and optimizer state see its own seed's values as the stack updates them.
+
+No seed's arithmetic changes. Its losses and penalties are computed by its own module on its own slice,
+and the sum over seeds is differentiated (the other seeds' terms do not touch its gradient); batch norm
+keeps statistics per seed; Adam is element-wise (torch's own update over one buffer, as
+:class:`~lit_gan.optim.ContiguousAdam`); each seed draws its random numbers from its own generator in
+the order its run would (:class:`~lit_gan.draws.Draws`). On the CPU builds tested the results equal K
+separate runs' to the last bit (tests/test_stacking.py). A layer with one output unit (D's head) runs
+seed by seed: there a single seed's product takes a matrix-vector BLAS path that the batched one does
+not, and rounds differently.
+
+Supported: lit-gan's MLP generator and discriminator (linear layers, batch norm, maxout, element-wise
+activations), every objective's losses, the R1, WGAN-GP and DRAGAN penalties, weight clipping, instance
+noise, ``n_critic``, learning-rate decay and EMA (each module keeps its own), on a CPU in float32.
+Anything else raises :class:`NotStackable`, naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.optim.adam import adam
+
+from lit_gan.draws import Draws
+from lit_gan.errors import ConfigError
+from lit_gan.nets import Maxout, MLPDiscriminator, MLPGenerator
+from lit_gan.optim import ContiguousAdam
+
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh)
+# GANModule arguments whose remedies SeedStack does not run, with the value that leaves them off.
+UNSUPPORTED_OPTIONS = {"feature_matching": False, "historical_averaging": 0.0, "unrolled_steps": 0, "fused_adam": False}
+
+
+class NotStackable(ConfigError):
+    """These runs cannot be trained as one stack; each trains on its own instead."""
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``F.linear`` for every seed: ``x`` is ``(K, batch, in)``, ``weight`` ``(K, out, in)``, ``bias`` ``(K, out)``."""
+    if weight.shape[1] == 1:  # one output: a seed's own product is a matrix-vector one (see the module docstring)
+        return torch.stack([F.linear(x[k], weight[k], None if bias is None else bias[k]) for k in range(len(x))])
+    weight = weight.transpose(1, 2)
+    return torch.bmm(x, weight) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, weight)
+
+
+class StackedNetwork:
+    """K copies of one lit-gan MLP as one network over inputs ``(K, batch, ...)``.
+
+    Each copy's parameters and buffers become views of its slice of the stacked tensors; the
+    parameters of all copies lie in one buffer (:attr:`flat`, parameter by parameter, seed by seed),
+    which :class:`StackedAdam` updates in one call.
+    """
+
+    def __init__(self, copies: Sequence[nn.Module], role: str):
+        first = copies[0]
+        if type(first) not in (MLPGenerator, MLPDiscriminator):
+            raise NotStackable(f"model.{role}={type(first).__name__} cannot be stacked: expected "
+                               "lit_gan.nets.MLPGenerator or MLPDiscriminator")
+        for network in copies:
+            if type(network) is not type(first) or network.state_dict().keys() != first.state_dict().keys():
+                raise NotStackable(f"model.{role} differs between the runs: a stack needs one architecture")
+            if any(parametrize.is_parametrized(m) for m in network.modules()):
+                raise NotStackable(f"model.{role} has parametrized layers (spectral norm), which cannot be stacked")
+        self.first = first
+        self.layers = list(first.net) if isinstance(first, MLPGenerator) else [*first.body, first.head]
+        for layer in self.layers:
+            self._check(layer, role)
+        params = [list(network.parameters()) for network in copies]
+        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params[0]):
+            raise NotStackable(f"model.{role} is not float32 on a CPU, the only place stacking is tested exact")
+        seeds, sizes = len(copies), [p.numel() for p in params[0]]
+        self.flat = torch.empty(seeds * sum(sizes))
+        self.stacked: dict[str, Tensor] = {}  # parameter name -> (K, *shape) leaf view of flat
+        offset = 0
+        for i, (name, parameter) in enumerate(first.named_parameters()):
+            view = self.flat[offset:offset + seeds * sizes[i]].view(seeds, *parameter.shape)
+            offset += seeds * sizes[i]
+            for k in range(seeds):
+                view[k].copy_(params[k][i].detach())
+                params[k][i].data = view[k]
+            self.stacked[name] = view.requires_grad_()
+        for name, buffer in first.named_buffers():
+            stacked = torch.stack([dict(network.named_buffers())[name].detach() for network in copies])
+            for k, network in enumerate(copies):
+                dict(network.named_buffers())[name].data = stacked[k]
+            self.stacked[name] = stacked
+        self.names = {layer: name for name, layer in first.named_modules()}
+
+    @staticmethod
+    def _check(layer: nn.Module, role: str) -> None:
+        if isinstance(layer, nn.BatchNorm1d):
+            if layer.momentum is None or not (layer.affine and layer.track_running_stats):
+                raise NotStackable(f"model.{role} has a batch norm without momentum, affine or running statistics")
+        elif not isinstance(layer, (nn.Linear, Maxout, nn.Flatten, *ELEMENTWISE)):
+            raise NotStackable(f"model.{role} has a {type(layer).__name__} layer, which cannot be stacked")
+
+    def parameters(self) -> list[Tensor]:
+        return [self.stacked[name] for name, _ in self.first.named_parameters()]
+
+    def requires_grad_(self, flag: bool) -> None:
+        for tensor in self.parameters():
+            tensor.requires_grad_(flag)
+
+    def _get(self, layer: nn.Module, name: str) -> Tensor | None:
+        return self.stacked.get(f"{self.names[layer]}.{name}")
+
+    def _apply(self, layer: nn.Module, x: Tensor) -> Tensor:
+        if isinstance(layer, nn.Linear):
+            return linear(x, self._get(layer, "weight"), self._get(layer, "bias"))
+        if isinstance(layer, Maxout):
+            return self._apply(layer.linear, x).unflatten(-1, (-1, layer.pieces)).amax(-1)
+        if isinstance(layer, nn.Flatten):
+            return x.flatten(2)
+        if isinstance(layer, nn.BatchNorm1d):
+            return self._batch_norm(layer, x)
+        return layer(x)  # element-wise, the same for every seed
+
+    def _batch_norm(self, layer: nn.BatchNorm1d, x: Tensor) -> Tensor:
+        """``layer`` for every seed: the seeds' features side by side as one batch norm's channels."""
+        seeds, batch, features = x.shape
+        if layer.training:  # as nn.BatchNorm1d.forward counts batches (momentum is set: see _check)
+            self._get(layer, "num_batches_tracked").add_(1)
+        flat = lambda name: self._get(layer, name).view(-1)  # noqa: E731
+        y = F.batch_norm(x.transpose(0, 1).reshape(batch, seeds * features), flat("running_mean"),
+                         flat("running_var"), flat("weight"), flat("bias"), layer.training, layer.momentum, layer.eps)
+        return y.view(batch, seeds, features).transpose(0, 1)
+
+    def features(self, x: Tensor) -> Tensor:
+        for layer in self.layers[:-1]:
+            x = self._apply(layer, x)
+        return x
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if isinstance(self.first, MLPGenerator):
+            for layer in self.layers:
+                x = self._apply(layer, x)
+            return x.view(*x.shape[:2], *self.first.output_shape)
+        return self._apply(self.layers[-1], self.features(x)).squeeze(-1)
+
+
+class StackedAdam:
+    """The K seeds' Adams of one network as one update over :attr:`StackedNetwork.flat`.
+
+    Takes over each seed's optimizer state (their step counts must agree) and leaves it as views of
+    its own buffers, so each optimizer's ``state_dict`` (checkpoints) stays the seed's own.
+    """
+
+    def __init__(self, network: StackedNetwork, optimizers: Sequence[torch.optim.Optimizer], role: str):
+        for optimizer in optimizers:
+            if type(optimizer) is not ContiguousAdam or len(optimizer.param_groups) != 1:
+                raise NotStackable(f"the {role} optimizer is {type(optimizer).__name__} with "
+                                   f"{len(optimizer.param_groups)} groups: stacking takes lit-gan's ContiguousAdam "
+                                   "with one group (model.fused_adam: false)")
+        self.optimizers, self.network = list(optimizers), network
+        group = optimizers[0].param_groups[0]
+        if group["amsgrad"]:
+            raise NotStackable(f"the {role} optimizer uses amsgrad, which stacking does not run")
+        seeds, params = len(optimizers), [o.param_groups[0]["params"] for o in optimizers]
+        states = [[o.state.get(p) or {} for p in ps] for o, ps in zip(optimizers, params)]
+        started = {bool(s) for seed in states for s in seed}
+        steps = {float(s["step"]) for seed in states for s in seed if s}
+        if len(started) > 1 or len(steps) > 1:
+            raise NotStackable(f"the {role} optimizers are at different steps: {sorted(steps)}")
+        count_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+        self.step = torch.tensor(steps.pop() if steps else 0.0, dtype=count_dtype)
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(network.flat), torch.zeros_like(network.flat)
+        offset = 0
+        for i, parameter in enumerate(network.parameters()):
+            size = parameter.numel()
+            moments = [m[offset:offset + size].view_as(parameter) for m in (self.exp_avg, self.exp_avg_sq)]
+            offset += size
+            for k in range(seeds):
+                if states[k][i]:
+                    moments[0][k].copy_(states[k][i]["exp_avg"])
+                    moments[1][k].copy_(states[k][i]["exp_avg_sq"])
+                optimizers[k].state[params[k][i]] = {"step": self.step, "exp_avg": moments[0][k],
+                                                     "exp_avg_sq": moments[1][k]}
+        for optimizer in optimizers:
+            optimizer._layouts.clear()  # its own layout, if any, no longer holds the parameters
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """One Adam step of every seed, with the hyperparameters their optimizers hold now (schedulers move lr)."""
+        group = self.optimizers[0].param_groups[0]
+        if any(o.param_groups[0]["lr"] != group["lr"] for o in self.optimizers):
+            raise NotStackable("the seeds' learning rates differ: a stack needs one schedule")
+        grad = torch.cat([p.grad.reshape(-1) for p in self.network.parameters()])
+        beta1, beta2 = group["betas"]
+        decoupled = {k: group[k] for k in ("decoupled_weight_decay",) if k in group}  # torch >= 2.7
+        adam([self.network.flat], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step], foreach=False,
+             amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+             eps=group["eps"], maximize=group["maximize"], **decoupled)
+
+    def zero_grad(self) -> None:
+        for p in self.network.parameters():
+            p.grad = None
+
+
+class SeedStack:
+    """The discriminator and generator updates of K runs of one config, as one computation.
+
+    ``modules`` are the runs' GANModules (one class, one set of hyperparameters), ``optimizers`` their
+    ``(D, G)`` optimizers. :meth:`update_discriminator` and :meth:`update_generator` do what each
+    module's own ``update_discriminator`` / ``update_generator`` does, for all of them at once, with
+    seed ``k``'s random numbers drawn from ``generators[k]`` (keep these two in step with GANModule's;
+    tests/test_stacking.py compares them to the bit). The caller keeps each module's clock, EMA and
+    learning-rate schedule, as its ``training_step`` does.
+    """
+
+    def __init__(self, modules: Sequence, optimizers: Sequence[tuple[torch.optim.Optimizer, torch.optim.Optimizer]]):
+        first = modules[0]
+        for module in modules:
+            if type(module) is not type(first) or dict(module.hparams) != dict(first.hparams):
+                raise NotStackable("the runs differ in objective or hyperparameters: a stack needs one config")
+            if [repr(p) for p in module.penalties] != [repr(p) for p in first.penalties]:
+                raise NotStackable("the runs differ in their penalties: a stack needs one config")
+        for key, off in UNSUPPORTED_OPTIONS.items():
+            if first.hparams.get(key, off) != off:
+                raise NotStackable(f"model.{key}={first.hparams[key]!r} cannot be stacked (only {off!r})")
+        self.modules = list(modules)
+        self.discriminator = StackedNetwork([m.discriminator for m in modules], "discriminator")
+        self.generator = StackedNetwork([m.generator for m in modules], "generator")
+        self.adam_d = StackedAdam(self.discriminator, [d for d, _ in optimizers], "discriminator")
+        self.adam_g = StackedAdam(self.generator, [g for _, g in optimizers], "generator")
+
+    def _with_instance_noise(self, x: Tensor, draws: Draws) -> Tensor:
+        # The modules share their hyperparameters and clock, so the first speaks for all.
+        return self.modules[0].with_instance_noise(x, draws)
+
+    def update_discriminator(self, real: Tensor, generators: Sequence[torch.Generator],
+                             measure: bool = True) -> list[dict[str, Tensor]]:
+        """One D step of every seed on ``real`` ``(K, batch, ...)``; each seed's losses (and metrics)."""
+        first, draws = self.modules[0], Draws(generators)
+        with torch.no_grad():
+            fake = self.generator(first.sample_noise(real.shape[1], draws))
+        real, fake = self._with_instance_noise(real, draws), self._with_instance_noise(fake, draws)
+        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+        losses = [m.discriminator_loss(r, f) for m, r, f in zip(self.modules, real_logits, fake_logits)]
+        penalties = {f"penalty/{p.name}": p(self.discriminator, real, fake, draws) for p in first.penalties}
+        # As GANModule adds them: loss + (0 + penalty_1 + ...), seed by seed.
+        totals = [loss + sum(p[k] for p in penalties.values()) if penalties else loss for k, loss in enumerate(losses)]
+        self.adam_d.zero_grad()
+        torch.stack(totals).sum().backward()
+        self.adam_d.update()
+        for module in self.modules:
+            module.after_discriminator_step()
+        results = []
+        for k, (module, loss) in enumerate(zip(self.modules, losses)):
+            values = {"loss/discriminator": loss.detach(), **{name: p[k].detach() for name, p in penalties.items()}}
+            if measure:
+                values.update(self._discriminator_metrics(module, k, real_logits[k].detach(), fake_logits[k].detach()))
+            results.append(values)
+        return results
+
+    def _discriminator_metrics(self, module, k: int, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
+        metrics = {
+            "grad_norm/discriminator": torch.nn.utils.get_total_norm([p.grad[k] for p in self.discriminator.parameters()]),
+            "discriminator/real": real_logits.mean(),
+            "discriminator/fake": fake_logits.mean(),
+            **module.discriminator_metrics(real_logits, fake_logits),
+        }
+        if module.decision_threshold is not None:
+            metrics["discriminator/accuracy_real"] = (real_logits > module.decision_threshold).float().mean()
+            metrics["discriminator/accuracy_fake"] = (fake_logits <= module.decision_threshold).float().mean()
+        return metrics
+
+    def update_generator(self, batch_size: int, generators: Sequence[torch.Generator],
+                         measure: bool = True) -> list[dict[str, Tensor]]:
+        """One G step of every seed on ``batch_size`` latents each; each seed's loss (and metrics)."""
+        first, draws = self.modules[0], Draws(generators)
+        fake = self.generator(first.sample_noise(batch_size, draws))
+        self.discriminator.requires_grad_(False)
+        try:
+            logits = self.discriminator(self._with_instance_noise(fake, draws))
+        finally:
+            self.discriminator.requires_grad_(True)
+        losses = [m.generator_loss(f) for m, f in zip(self.modules, logits)]
+        self.adam_g.zero_grad()
+        torch.stack(losses).sum().backward()
+        self.adam_g.update()
+        results = []
+        for k, (module, loss) in enumerate(zip(self.modules, losses)):
+            values = {"loss/generator": loss.detach()}
+            if measure:
+                values["grad_norm/generator"] = torch.nn.utils.get_total_norm(
+                    [p.grad[k] for p in self.generator.parameters()])
+                values["lr/generator"] = torch.tensor(self.adam_g.optimizers[k].param_groups[0]["lr"])
+            results.append(values)
+        return results

@@ -74,7 +74,8 @@ class LitGANCLI(LightningCLI):
     ``checkpoint`` callbacks, and ``ckpt_path`` to resume from.
     """
 
-    def __init__(self, args=None, **kwargs):
+    def __init__(self, args=None, extra_callbacks=(), **kwargs):
+        self.extra_callbacks = list(extra_callbacks)  # besides the config's (the study runner's GroupMember)
         super().__init__(
             model_class=GANModule,
             datamodule_class=LightningDataModule,
@@ -154,6 +155,7 @@ class LitGANCLI(LightningCLI):
         ):
             callbacks.append(GeneratorProgressBar())
         callbacks.append(DeferredSlurmRequeue())
+        callbacks.extend(self.extra_callbacks)
         return super()._instantiate_trainer(config, callbacks)
 
 
@@ -187,8 +189,8 @@ def report(trainer: Trainer) -> str:
     return "\n".join(lines)
 
 
-def main(args=None) -> LitGANCLI:
-    cli = LitGANCLI(args=args)
+def main(args=None, extra_callbacks=()) -> LitGANCLI:
+    cli = LitGANCLI(args=args, extra_callbacks=extra_callbacks)
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
         if cli.trainer.is_global_zero:
@@ -216,10 +218,11 @@ def main(args=None) -> LitGANCLI:
     return cli
 
 
-def train_with_output(argv: list[str], log: str, threads: int) -> None:
+def train_with_output(argv: list[str], log: str, threads: int, group=None) -> None:
     """What ``python train.py ARGV >> LOG 2>&1`` does, with ``threads`` torch threads, in this process.
 
-    The study runner calls it in processes forked from a server that has imported lit-gan once.
+    The study runner calls it in processes forked from a server that has imported lit-gan once; with a
+    ``group`` (:class:`lit_gan.seed_group.SeedGroup`) the run makes its updates together with the group's.
     """
     with open(log, "a") as f:
         os.dup2(f.fileno(), 1)
@@ -227,4 +230,9 @@ def train_with_output(argv: list[str], log: str, threads: int) -> None:
     os.environ.update(OMP_NUM_THREADS=str(threads), WANDB_SILENT="true")
     torch.set_num_threads(threads)
     sys.argv = ["train.py", *argv]
-    main()
+    if group is None:
+        main()
+    else:
+        from lit_gan.seed_group import GroupMember
+
+        main(extra_callbacks=[GroupMember(group)])

@@ -26,7 +26,7 @@ Anything else raises :class:`NotStackable`, naming it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,15 +56,50 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return torch.bmm(x, weight) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, weight)
 
 
+def parameter_views(parameters: Iterable[Tensor], flat: Tensor, seeds: int) -> list[Tensor]:
+    """The ``(K, *shape)`` view of each of a network's ``parameters`` in ``flat``, which holds them parameter by
+    parameter and, within one, seed by seed (K = ``seeds``)."""
+    views, offset = [], 0
+    for parameter in parameters:
+        views.append(flat[offset:offset + seeds * parameter.numel()].view(seeds, *parameter.shape))
+        offset += seeds * parameter.numel()
+    return views
+
+
+def stacked_size(network: nn.Module, seeds: int) -> int:
+    """The length of the flat buffer that holds ``seeds`` copies of ``network``'s parameters."""
+    return seeds * sum(p.numel() for p in network.parameters())
+
+
+def bind(network: nn.Module, slot: int, flat: Tensor, buffers: dict[str, Tensor], seeds: int) -> None:
+    """Make ``network``'s parameters and buffers views of slot ``slot`` of the stacked tensors."""
+    for parameter, view in zip(network.parameters(), parameter_views(network.parameters(), flat, seeds)):
+        parameter.data = view[slot]
+    for name, buffer in network.named_buffers():
+        buffer.data = buffers[name][slot]
+
+
+def write_slot(network: nn.Module, slot: int, flat: Tensor, buffers: dict[str, Tensor], seeds: int) -> None:
+    """Copy ``network``'s parameters and buffers into slot ``slot`` of the stacked tensors, then :func:`bind` it."""
+    with torch.no_grad():
+        for parameter, view in zip(network.parameters(), parameter_views(network.parameters(), flat, seeds)):
+            view[slot].copy_(parameter)
+        for name, buffer in network.named_buffers():
+            buffers[name][slot].copy_(buffer)
+    bind(network, slot, flat, buffers, seeds)
+
+
 class StackedNetwork:
     """K copies of one lit-gan MLP as one network over inputs ``(K, batch, ...)``.
 
     Each copy's parameters and buffers become views of its slice of the stacked tensors; the
-    parameters of all copies lie in one buffer (:attr:`flat`, parameter by parameter, seed by seed),
-    which :class:`StackedAdam` updates in one call.
+    parameters of all copies lie in one buffer (:attr:`flat`, see :func:`parameter_views`), which
+    :class:`StackedAdam` updates in one call. Given ``flat`` and ``buffers`` (shared memory, say),
+    the stack uses them as they are: every copy's values must be in its slot already (:func:`write_slot`).
     """
 
-    def __init__(self, copies: Sequence[nn.Module], role: str):
+    def __init__(self, copies: Sequence[nn.Module], role: str, flat: Tensor | None = None,
+                 buffers: dict[str, Tensor] | None = None):
         first = copies[0]
         if type(first) not in (MLPGenerator, MLPDiscriminator):
             raise NotStackable(f"model.{role}={type(first).__name__} cannot be stacked: expected "
@@ -78,25 +113,22 @@ class StackedNetwork:
         self.layers = list(first.net) if isinstance(first, MLPGenerator) else [*first.body, first.head]
         for layer in self.layers:
             self._check(layer, role)
-        params = [list(network.parameters()) for network in copies]
-        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in params[0]):
+        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in first.parameters()):
             raise NotStackable(f"model.{role} is not float32 on a CPU, the only place stacking is tested exact")
-        seeds, sizes = len(copies), [p.numel() for p in params[0]]
-        self.flat = torch.empty(seeds * sum(sizes))
-        self.stacked: dict[str, Tensor] = {}  # parameter name -> (K, *shape) leaf view of flat
-        offset = 0
-        for i, (name, parameter) in enumerate(first.named_parameters()):
-            view = self.flat[offset:offset + seeds * sizes[i]].view(seeds, *parameter.shape)
-            offset += seeds * sizes[i]
-            for k in range(seeds):
-                view[k].copy_(params[k][i].detach())
-                params[k][i].data = view[k]
-            self.stacked[name] = view.requires_grad_()
-        for name, buffer in first.named_buffers():
-            stacked = torch.stack([dict(network.named_buffers())[name].detach() for network in copies])
+        seeds = len(copies)
+        if flat is None:
+            flat = torch.empty(stacked_size(first, seeds))
+            buffers = {name: torch.stack([dict(n.named_buffers())[name].detach() for n in copies])
+                       for name, _ in first.named_buffers()}
             for k, network in enumerate(copies):
-                dict(network.named_buffers())[name].data = stacked[k]
-            self.stacked[name] = stacked
+                write_slot(network, k, flat, buffers, seeds)
+        else:
+            for k, network in enumerate(copies):
+                bind(network, k, flat, buffers, seeds)
+        self.flat = flat
+        names = [name for name, _ in first.named_parameters()]
+        self.stacked = {**dict(zip(names, (v.requires_grad_() for v in parameter_views(first.parameters(), flat, seeds)))),
+                        **buffers}  # name -> (K, *shape)
         self.names = {layer: name for name, layer in first.named_modules()}
 
     @staticmethod
@@ -151,45 +183,64 @@ class StackedNetwork:
         return self._apply(self.layers[-1], self.features(x)).squeeze(-1)
 
 
+def bind_adam(optimizer: torch.optim.Optimizer, slot: int, moments: tuple, seeds: int, write: bool) -> None:
+    """Make ``optimizer``'s state (one network's parameters) views of slot ``slot`` of ``moments``
+    (``exp_avg``, ``exp_avg_sq`` laid out as the parameters' ``flat``; ``step``), copying its current
+    state in first when ``write``."""
+    exp_avg, exp_avg_sq, step = moments
+    params = optimizer.param_groups[0]["params"]
+    views = [[view[slot] for view in parameter_views(params, buffer, seeds)] for buffer in (exp_avg, exp_avg_sq)]
+    for parameter, m, v in zip(params, *views):
+        state = optimizer.state.get(parameter)
+        if write and state:
+            m.copy_(state["exp_avg"])
+            v.copy_(state["exp_avg_sq"])
+        optimizer.state[parameter] = {"step": step, "exp_avg": m, "exp_avg_sq": v}
+    optimizer._layouts.clear()  # its own layout, if any, no longer holds the parameters
+
+
+def check_adam(optimizer: torch.optim.Optimizer, role: str) -> None:
+    if type(optimizer) is not ContiguousAdam or len(optimizer.param_groups) != 1:
+        raise NotStackable(f"the {role} optimizer is {type(optimizer).__name__} with "
+                           f"{len(optimizer.param_groups)} groups: stacking takes lit-gan's ContiguousAdam "
+                           "with one group (model.fused_adam: false)")
+    if optimizer.param_groups[0]["amsgrad"]:
+        raise NotStackable(f"the {role} optimizer uses amsgrad, which stacking does not run")
+
+
+def adam_step(optimizer: torch.optim.Optimizer) -> float:
+    """The number of steps ``optimizer`` has taken (0 before its first); they must agree to stack."""
+    steps = {float(s["step"]) for s in optimizer.state.values() if "step" in s}
+    if len(steps) > 1:
+        raise NotStackable(f"an optimizer's parameters are at different steps {sorted(steps)}")
+    return steps.pop() if steps else 0.0
+
+
 class StackedAdam:
     """The K seeds' Adams of one network as one update over :attr:`StackedNetwork.flat`.
 
     Takes over each seed's optimizer state (their step counts must agree) and leaves it as views of
-    its own buffers, so each optimizer's ``state_dict`` (checkpoints) stays the seed's own.
+    its own buffers, so each optimizer's ``state_dict`` (checkpoints) stays the seed's own. Given
+    ``moments`` (``exp_avg``, ``exp_avg_sq``, ``step``, laid out as ``flat``), it uses them as they are.
     """
 
-    def __init__(self, network: StackedNetwork, optimizers: Sequence[torch.optim.Optimizer], role: str):
+    def __init__(self, network: StackedNetwork, optimizers: Sequence[torch.optim.Optimizer], role: str,
+                 moments: tuple | None = None):
         for optimizer in optimizers:
-            if type(optimizer) is not ContiguousAdam or len(optimizer.param_groups) != 1:
-                raise NotStackable(f"the {role} optimizer is {type(optimizer).__name__} with "
-                                   f"{len(optimizer.param_groups)} groups: stacking takes lit-gan's ContiguousAdam "
-                                   "with one group (model.fused_adam: false)")
+            check_adam(optimizer, role)
         self.optimizers, self.network = list(optimizers), network
-        group = optimizers[0].param_groups[0]
-        if group["amsgrad"]:
-            raise NotStackable(f"the {role} optimizer uses amsgrad, which stacking does not run")
-        seeds, params = len(optimizers), [o.param_groups[0]["params"] for o in optimizers]
-        states = [[o.state.get(p) or {} for p in ps] for o, ps in zip(optimizers, params)]
-        started = {bool(s) for seed in states for s in seed}
-        steps = {float(s["step"]) for seed in states for s in seed if s}
-        if len(started) > 1 or len(steps) > 1:
-            raise NotStackable(f"the {role} optimizers are at different steps: {sorted(steps)}")
-        count_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-        self.step = torch.tensor(steps.pop() if steps else 0.0, dtype=count_dtype)
-        self.exp_avg, self.exp_avg_sq = torch.zeros_like(network.flat), torch.zeros_like(network.flat)
-        offset = 0
-        for i, parameter in enumerate(network.parameters()):
-            size = parameter.numel()
-            moments = [m[offset:offset + size].view_as(parameter) for m in (self.exp_avg, self.exp_avg_sq)]
-            offset += size
-            for k in range(seeds):
-                if states[k][i]:
-                    moments[0][k].copy_(states[k][i]["exp_avg"])
-                    moments[1][k].copy_(states[k][i]["exp_avg_sq"])
-                optimizers[k].state[params[k][i]] = {"step": self.step, "exp_avg": moments[0][k],
-                                                     "exp_avg_sq": moments[1][k]}
-        for optimizer in optimizers:
-            optimizer._layouts.clear()  # its own layout, if any, no longer holds the parameters
+        seeds = len(optimizers)
+        taken_over = moments is None
+        if taken_over:
+            steps = {adam_step(o) for o in optimizers}
+            if len(steps) > 1:
+                raise NotStackable(f"the {role} optimizers are at different steps: {sorted(steps)}")
+            count_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+            moments = (torch.zeros_like(network.flat), torch.zeros_like(network.flat),
+                       torch.tensor(steps.pop(), dtype=count_dtype))
+        self.exp_avg, self.exp_avg_sq, self.step = moments
+        for k, optimizer in enumerate(optimizers):
+            bind_adam(optimizer, k, moments, seeds, write=taken_over)
 
     @torch.no_grad()
     def update(self) -> None:
@@ -220,7 +271,8 @@ class SeedStack:
     learning-rate schedule, as its ``training_step`` does.
     """
 
-    def __init__(self, modules: Sequence, optimizers: Sequence[tuple[torch.optim.Optimizer, torch.optim.Optimizer]]):
+    def __init__(self, modules: Sequence, optimizers: Sequence[tuple[torch.optim.Optimizer, torch.optim.Optimizer]],
+                 storage: dict[str, tuple] | None = None):
         first = modules[0]
         for module in modules:
             if type(module) is not type(first) or dict(module.hparams) != dict(first.hparams):
@@ -231,10 +283,13 @@ class SeedStack:
             if first.hparams.get(key, off) != off:
                 raise NotStackable(f"model.{key}={first.hparams[key]!r} cannot be stacked (only {off!r})")
         self.modules = list(modules)
-        self.discriminator = StackedNetwork([m.discriminator for m in modules], "discriminator")
-        self.generator = StackedNetwork([m.generator for m in modules], "generator")
-        self.adam_d = StackedAdam(self.discriminator, [d for d, _ in optimizers], "discriminator")
-        self.adam_g = StackedAdam(self.generator, [g for _, g in optimizers], "generator")
+        # storage: role -> (flat, buffers, (exp_avg, exp_avg_sq, step)) to use as they are (lit_gan.seed_group).
+        flat, buffers, moments = (storage or {}).get("discriminator", (None, None, None))
+        self.discriminator = StackedNetwork([m.discriminator for m in modules], "discriminator", flat, buffers)
+        self.adam_d = StackedAdam(self.discriminator, [d for d, _ in optimizers], "discriminator", moments)
+        flat, buffers, moments = (storage or {}).get("generator", (None, None, None))
+        self.generator = StackedNetwork([m.generator for m in modules], "generator", flat, buffers)
+        self.adam_g = StackedAdam(self.generator, [g for _, g in optimizers], "generator", moments)
 
     def _with_instance_noise(self, x: Tensor, draws: Draws) -> Tensor:
         # The modules share their hyperparameters and clock, so the first speaks for all.

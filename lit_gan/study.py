@@ -35,7 +35,9 @@ import multiprocessing.connection
 import os
 import re
 import secrets
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -143,26 +145,73 @@ def run_to_end(process) -> int:
     return process.exitcode
 
 
-def train_in_child(argv: list[str], log: str, threads: int, environment: dict) -> None:
+def train_in_child(argv: list[str], log: str, threads: int, environment: dict, seed_group=None) -> None:
     from lit_gan.cli import train_with_output  # imported by the server already; the study itself needs no torch
 
     os.environ.clear()  # the study's environment now, not the server's from when it started
     os.environ.update(environment)
     os.chdir(ROOT)  # config paths are relative to the repository
-    train_with_output(argv, log, threads)
+    train_with_output(argv, log, threads, seed_group)
 
 
-def train_process(context, argv: list[str], log: Path, threads: int, environment: dict | None = None) -> int:
+def train_process(context, argv: list[str], log: Path, threads: int, environment: dict | None = None,
+                  seed_group=None) -> int:
     """``train.py ARGV`` in a process of ``context`` with this environment (or ``environment``), its
-    output appended to ``log``; returns its exit code."""
+    output appended to ``log``, a member of ``seed_group`` if given; returns its exit code."""
     log.parent.mkdir(parents=True, exist_ok=True)
     log.touch()  # there to read even when the process dies before it opens it
-    arguments = (argv, str(log), threads, dict(os.environ if environment is None else environment))
-    return run_to_end(context.Process(target=train_in_child, args=arguments, name=f"train {log.stem}"))
+    arguments = (argv, str(log), threads, dict(os.environ if environment is None else environment), seed_group)
+    try:
+        return run_to_end(context.Process(target=train_in_child, args=arguments, name=f"train {log.stem}"))
+    finally:
+        if seed_group is not None:
+            seed_group.barrier.abort()  # the others go on alone, whatever became of this one
 
 
-def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threads: int, group: str,
-            run_id: str, context) -> dict:
+def stack_directory() -> str:
+    """A new folder for a seed group's shared tensors, on a RAM disk where there is one."""
+    return tempfile.mkdtemp(prefix="lit-gan-stack-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+
+
+def run_group(cells: list[tuple], context, **options) -> list:
+    """:func:`run_one` for each ``(config, seed, run_id)`` of one config, at once as one seed group
+    (lit_gan.seed_group) when there are several; each cell's row, or the RuntimeError that ended it."""
+    if len(cells) == 1:
+        return [outcome(run_one, *cells[0], context=context, **options)]
+    from lit_gan.seed_group import SeedGroup  # imports torch: only for studies that stack
+
+    directory = stack_directory()
+    try:
+        group = SeedGroup.create(context, directory, len(cells))
+        with ThreadPoolExecutor(len(cells)) as members:
+            futures = [members.submit(outcome, run_one, *cell, context=context, seed_group=group.member(slot),
+                                      **options) for slot, cell in enumerate(cells)]
+            return [future.result() for future in futures]
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def seed_groups(cells: list[tuple], stack: int) -> list[list[tuple]]:
+    """``(key, (config, seed))`` cells in groups to train together: a config's seeds in as few groups of at most
+    ``stack`` as hold them, of sizes as equal as can be (5 seeds, stack 4: 3 and 2); one cell per group for 1."""
+    groups = []
+    for config in dict.fromkeys(c for _, (c, _) in cells):
+        same = [cell for cell in cells if cell[1][0] == config]
+        count = -(-len(same) // max(1, stack))
+        groups += [same[i::count] for i in range(count)]
+    return groups
+
+
+def outcome(function, *args, **kwargs):
+    """``function(*args, **kwargs)``, or the RuntimeError it raised."""
+    try:
+        return function(*args, **kwargs)
+    except RuntimeError as error:
+        return error
+
+
+def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_dir: Path, threads: int, group: str,
+            context, seed_group=None) -> dict:
     argv = [
         "--config", str(config),
         f"--generator_steps={generator_steps}", f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
@@ -177,7 +226,7 @@ def run_one(config: Path, seed: int, generator_steps: int, runs_dir: Path, threa
     log = runs_dir / "logs" / f"{run_id}.log"  # the run's output, as train.py prints it (a resumed run appends)
     start = time.perf_counter()
     try:
-        exitcode = train_process(context, argv, log, threads)
+        exitcode = train_process(context, argv, log, threads, seed_group=seed_group)
     except Exception as error:  # e.g. the server died importing lit-gan: say so for this run, keep the study
         raise RuntimeError(f"train.py {' '.join(argv)} could not start: {type(error).__name__}: {error}") from error
     seconds = time.perf_counter() - start
@@ -344,6 +393,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # the toy MLPs (benchmarks/study_throughput.py, docs/PERFORMANCE.md).
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="runs at once, each with cores / jobs torch threads (default: one per core)")
+    parser.add_argument("--stack", type=int, default=1,
+                        help="train up to this many seeds of a config as one stacked computation, each seed still "
+                             "its own run with its own numbers (lit_gan/seed_group.py; default 1: each alone)")
     parser.add_argument("--name", help="the study's name: its W&B group (default: the suite's name, else 'study')")
     parser.add_argument("--out", type=Path, help="where the table, CSV and plots go (default: outputs/studies/NAME)")
     parser.add_argument("--runs_dir", type=Path, default=Path("outputs/study-runs"), help="where each run's files go")
@@ -384,22 +436,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     save_started(run_ids, started_path)
     failed = []
     context = run_context()
+    options = dict(generator_steps=args.generator_steps, runs_dir=args.runs_dir.resolve(), threads=threads,
+                   group=args.name)
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_one, c, s, args.generator_steps, args.runs_dir.resolve(), threads, args.name,
-                               run_ids[key], context): key
-                   for key, (c, s) in zip(keys, cells) if key in run_ids}
+        futures = {pool.submit(run_group, [(c, s, run_ids[k]) for k, (c, s) in group], context, **options):
+                   [k for k, _ in group]
+                   for group in seed_groups([(k, cell) for k, cell in zip(keys, cells) if k in run_ids], args.stack)}
         try:
-            for future in as_completed(futures):  # record each run as soon as it finishes
-                key = futures[future]
-                try:
-                    results[key] = future.result()
-                except RuntimeError as error:
-                    failed.append(f"{key[0]} seed {key[1]}")
-                    print(error, file=sys.stderr, flush=True)
-                    continue
-                print(f"{key[0]} seed {key[1]}: {results[key]}", flush=True)
+            for future in as_completed(futures):  # record each group's runs as soon as they finish
+                for key, result in zip(futures[future], future.result()):
+                    if isinstance(result, RuntimeError):
+                        failed.append(f"{key[0]} seed {key[1]}")
+                        print(result, file=sys.stderr, flush=True)
+                        continue
+                    results[key] = result
+                    print(f"{key[0]} seed {key[1]}: {result}", flush=True)
+                    del run_ids[key]
                 write_csv([results[k] for k in keys if k in results], args.out / "runs.csv")
-                del run_ids[key]
                 save_started(run_ids, started_path)
         except BaseException:  # Ctrl-C: the runs under way stop with the study (same process group); start no queued one
             for future in futures:

@@ -124,6 +124,13 @@ def step_without_hooks(optimizer) -> None:
     optimizer._on_after_step()
 
 
+def count_step(optimizer) -> None:
+    """What a LightningOptimizer's wrapper does around a step made elsewhere (in a seed group's stack):
+    count it for ``global_step``, which ends training at ``max_steps``."""
+    optimizer._on_before_step()
+    optimizer._on_after_step()
+
+
 def _floats(betas) -> tuple[float, float]:
     return tuple(float(b) for b in betas)  # Adam rejects a mix of ints and floats such as (0, 0.9)
 
@@ -231,6 +238,7 @@ class GANModule(pl.LightningModule):
         self.direct_batches = False  # set at fit start: see batch_transfer_idle
         self.diverged: str | None = None  # set by the stability monitor when training must stop
         self.pending_rng_states: dict | None = None  # from a checkpoint, restored at the first batch
+        self.seed_group = None  # while this run updates together with others of its config (lit_gan.seed_group)
 
     # ----------------------------------------------------------------- objective
     decision_threshold: float | None = None
@@ -404,6 +412,11 @@ class GANModule(pl.LightningModule):
 
     def update_discriminator(self, real: Tensor, optimizer, measure: bool = True) -> dict[str, Tensor]:
         """One D step. Returns its losses, and when ``measure`` also what is worth logging."""
+        if self.seed_group is not None:
+            together = self.seed_group.update_discriminator(real, measure)
+            if together is not None:  # made in the group's stack; None: the group is gone, make it here
+                count_step(optimizer)
+                return together
         with torch.no_grad():
             fake = self.generator(self.sample_noise(real.shape[0]))
         real, fake = self.with_instance_noise(real), self.with_instance_noise(fake)
@@ -438,6 +451,11 @@ class GANModule(pl.LightningModule):
 
     def update_generator(self, real: Tensor, optimizer, measure: bool = True) -> dict[str, Tensor]:
         """One G step. Returns its loss, and when ``measure`` also what is worth logging."""
+        if self.seed_group is not None:
+            together = self.seed_group.update_generator(real, measure)
+            if together is not None:  # made in the group's stack; None: the group is gone, make it here
+                count_step(optimizer)
+                return together
         fake = self.generator(self.sample_noise(real.shape[0]))
         with frozen(self.discriminator):
             if self.hparams.feature_matching:

@@ -1,0 +1,276 @@
+"""Training processes of one config that make their updates together, as one SeedStack (``study --stack``).
+
+Each member is an ordinary ``train.py`` run in a process of its own: its own data, random numbers,
+W&B run, evaluation, checkpoints and log. Only the arithmetic of its D and G updates is shared. The
+networks' parameters, batch-norm statistics and Adam moments of all members live in shared memory
+(files on a RAM disk), as views in every member's modules. At each update every member writes its real
+batch and the state of its random-number generator there and waits at a barrier; member 0 runs the
+update of all of them as one :class:`~lit_gan.stacking.SeedStack`; each member then reads back its
+losses and its generator's new state. Each member's numbers are its run's alone, to the bit
+(tests/test_seed_group.py).
+
+When the group cannot go on together (the runs are not stackable or not at the same step, a member
+stops early, fails or is interrupted), the barrier is broken and every member carries on alone from the
+same state: only the speed changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+
+from lit_gan.objectives.base import GANModule, plain_single_device
+from lit_gan.optim import ContiguousAdam
+from lit_gan.stacking import NotStackable, SeedStack, bind_adam, check_adam, adam_step, stacked_size, write_slot
+
+RNG_BYTES = torch.get_rng_state().numel()
+MAX_METRICS = 64
+KEYS_BYTES = 8192
+# Status of the latest update, written by member 0: [update number, outcome].
+DONE, REFUSED, FAILED = 1, 2, 3
+
+
+class SeedGroup:
+    """A picklable handle on one group: its shared files' ``directory``, its ``size`` (K), its barrier, and
+    which ``slot`` this member fills. Made by the study runner (:meth:`create`), one :meth:`member` per run."""
+
+    def __init__(self, directory: str, size: int, barrier, slot: int = 0):
+        self.directory, self.size, self.barrier, self.slot = directory, size, barrier, slot
+
+    @classmethod
+    def create(cls, context, directory: str, size: int) -> "SeedGroup":
+        return cls(directory, size, context.Barrier(size))
+
+    def member(self, slot: int) -> "SeedGroup":
+        return SeedGroup(self.directory, self.size, self.barrier, slot)
+
+    def shared(self, name: str, shape: tuple, dtype=torch.float32) -> Tensor:
+        """The tensor every member maps from file ``name`` in the group's directory (zeros when new)."""
+        count = 1
+        for n in shape:
+            count *= n
+        return torch.from_file(str(Path(self.directory) / name), shared=True, size=count, dtype=dtype).view(shape)
+
+
+class GroupMember(Callback):
+    """Joins the run's GANModule to its group when training starts and leaves it when training ends.
+
+    While joined, the module's ``update_discriminator`` / ``update_generator`` go through
+    :class:`StackLink`; when the group is left or broken they are the module's own again.
+    """
+
+    def __init__(self, group: SeedGroup):
+        self.group = group
+        self.link: Optional[StackLink] = None
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        try:
+            self.link = StackLink(self.group, trainer, module)
+        except NotStackable as reason:
+            print(f"Training alone, not stacked with the other seeds: {reason}", file=sys.stderr, flush=True)
+            self.group.barrier.abort()
+            return
+        module.seed_group = self.link if self.link.joined else None
+        if self.link.joined:
+            print(f"Seed group: this run makes its updates as one stacked computation with {self.group.size - 1} "
+                  "other(s) of its config; its numbers are its own (lit_gan/seed_group.py)", flush=True)
+
+    def leave(self, module: pl.LightningModule) -> None:
+        if self.link is not None:
+            self.link.leave()
+        if isinstance(module, GANModule):
+            module.seed_group = None
+
+    def on_train_end(self, trainer, module) -> None:
+        self.leave(module)
+
+    def on_exception(self, trainer, module, exception) -> None:
+        self.leave(module)
+
+
+class StackLink:
+    """One member's side of the group: shares its module's state, then makes its updates with the others'."""
+
+    def __init__(self, group: SeedGroup, trainer: pl.Trainer, module: pl.LightningModule):
+        self.group, self.module, self.joined, self.updates = group, module, False, 0
+        if not isinstance(module, GANModule):
+            raise NotStackable(f"the model is a {type(module).__name__}, not a GANModule")
+        if not plain_single_device(trainer) or trainer.strategy.root_device.type != "cpu":
+            raise NotStackable("training is not in plain float32 on one CPU")
+        if not module.direct_steps:
+            raise NotStackable("a callback or the model listens to backward or optimizer-step hooks, which "
+                               "a stack does not call")
+        self.optimizers = [getattr(o, "optimizer", o) for o in module.optimizers()]
+        for optimizer, role in zip(self.optimizers, ("discriminator", "generator")):
+            check_adam(optimizer, role)
+        size, slot = group.size, group.slot
+        self.storage = {}
+        for role, network, optimizer in zip(("discriminator", "generator"), (module.discriminator, module.generator),
+                                            self.optimizers):
+            length = stacked_size(network, size)
+            flat = group.shared(f"{role}.params", (length,))
+            buffers = {name: group.shared(f"{role}.{name}", (size, *b.shape), b.dtype)
+                       for name, b in network.named_buffers()}
+            step = group.shared(f"{role}.step", ())
+            moments = (group.shared(f"{role}.exp_avg", (length,)), group.shared(f"{role}.exp_avg_sq", (length,)), step)
+            self.storage[role] = (flat, buffers, moments)
+        # Where each member stands, for member 0 to check that all can stack: Adam steps, clock, and a
+        # fingerprint of the model's hyperparameters (48 bits: exact in a float64).
+        self.position = group.shared("position", (size, 5), torch.float64)
+        self.rng = group.shared("rng", (size, RNG_BYTES), torch.uint8)
+        self.request = group.shared("request", (size, 4), torch.float64)  # update number, batch size, lr_d, lr_g
+        self.values = group.shared("values", (size, MAX_METRICS))
+        self.keys = group.shared("keys", (KEYS_BYTES,), torch.uint8)
+        self.status = group.shared("status", (2,), torch.int64)
+        self.real: Optional[Tensor] = None
+        self.stack: Optional[SeedStack] = None
+
+        d_step, g_step = adam_step(self.optimizers[0]), adam_step(self.optimizers[1])
+        fingerprint = int(hashlib.sha256(repr(sorted(module.hparams.items())).encode()).hexdigest()[:12], 16)
+        self.position[slot] = torch.tensor([d_step, g_step, module.generator_step, module.discriminator_step,
+                                            fingerprint], dtype=torch.float64)
+        for role, network, optimizer, own_step in zip(("discriminator", "generator"),
+                                                      (module.discriminator, module.generator),
+                                                      self.optimizers, (d_step, g_step)):
+            flat, buffers, moments = self.storage[role]
+            write_slot(network, slot, flat, buffers, size)
+            bind_adam(optimizer, slot, moments, size, write=True)
+            moments[2].fill_(own_step)  # the same in every member (member 0 checks), so all may write it
+        if not self._wait():
+            return
+        if slot == 0:
+            self._run(self._start_stack, 0)
+        if not self._wait() or not self._finished(0):
+            return
+        self.joined = True
+
+    # ------------------------------------------------------------------ members
+    def _wait(self) -> bool:
+        """Wait for the others at the barrier; False when the group is broken."""
+        try:
+            self.group.barrier.wait()
+            return True
+        except threading.BrokenBarrierError:
+            return False
+
+    def _finished(self, update: int) -> bool:
+        """Whether member 0 finished update ``update`` for all (True), or refused it before touching anything (False)."""
+        number, outcome = self.status.tolist()
+        if number == update and outcome == DONE:
+            return True
+        if number == update and outcome == FAILED:
+            raise RuntimeError("the seed group's update failed part-way in another member: this run's weights "
+                               "cannot be trusted past its last checkpoint")
+        self.leave()
+        return False
+
+    def leave(self) -> None:
+        """Go on alone (the module's own updates); the other members do so too once the barrier is broken."""
+        self.joined = False
+        self.group.barrier.abort()
+
+    def update_discriminator(self, real: Tensor, measure: bool) -> Optional[dict[str, Tensor]]:
+        return self._update("discriminator", real, measure)
+
+    def update_generator(self, real: Tensor, measure: bool) -> Optional[dict[str, Tensor]]:
+        return self._update("generator", real, measure)
+
+    def _update(self, role: str, real: Tensor, measure: bool) -> Optional[dict[str, Tensor]]:
+        """This member's part of one update of every member; None when it must make it alone."""
+        if not self.joined:
+            return None
+        self.updates += 1
+        slot, size = self.group.slot, self.group.size
+        if self.real is None:
+            self.real = self.group.shared("real", (size, *real.shape))
+        if role == "discriminator":
+            if real.shape != self.real.shape[1:]:
+                self.leave()
+                return None
+            self.real[slot].copy_(real)
+        self.rng[slot].copy_(torch.get_rng_state())
+        lr_d, lr_g = (o.param_groups[0]["lr"] for o in self.optimizers)
+        self.request[slot] = torch.tensor([self.updates, real.shape[0], lr_d, lr_g], dtype=torch.float64)
+        if not self._wait():
+            self.joined = False
+            return None
+        if slot == 0:
+            self._run(lambda: self._stacked_update(role, measure), self.updates)
+        self._wait()  # broken here only by a member leaving after it: the status tells
+        if not self._finished(self.updates):
+            return None
+        torch.set_rng_state(self.rng[slot].clone())
+        length = int.from_bytes(bytes(self.keys[:8].tolist()), "little")
+        keys = json.loads(bytes(self.keys[8:8 + length].tolist()))
+        return {key: self.values[slot, i].clone() for i, key in enumerate(keys)}
+
+    # ------------------------------------------------------------------ member 0
+    def _run(self, work, update: int) -> None:
+        """Member 0 runs ``work`` for all, and says how it went: done, refused untouched, or failed part-way."""
+        self.status[1] = 0
+        try:
+            work()
+        except NotStackable as reason:
+            print(f"Training alone from here, not stacked: {reason}", file=sys.stderr, flush=True)
+            self.status.copy_(torch.tensor([update, REFUSED]))
+            return
+        except BaseException:
+            self.status.copy_(torch.tensor([update, FAILED]))
+            self.group.barrier.abort()
+            raise
+        self.status.copy_(torch.tensor([update, DONE]))
+
+    def _start_stack(self) -> None:
+        positions = {tuple(row) for row in self.position.tolist()}
+        if len(positions) != 1:
+            raise NotStackable(f"the runs are at different steps or differ in size: {sorted(positions)}")
+        trainer = self.module._trainer
+        shadows = []
+        for slot in range(1, self.group.size):
+            # The other members' modules, as copies of this one bound to their slots (not the trainer).
+            shadow = copy.deepcopy(self.module, {id(trainer): None})
+            optimizers = []
+            for role, network, own in zip(("discriminator", "generator"), (shadow.discriminator, shadow.generator),
+                                          self.optimizers):
+                flat, buffers, moments = self.storage[role]
+                defaults = {k: v for k, v in own.param_groups[0].items() if k != "params"}
+                optimizers.append(ContiguousAdam(network.parameters(), **defaults))
+            shadows.append((shadow, tuple(optimizers)))
+        modules = [self.module] + [s for s, _ in shadows]
+        optimizers = [tuple(self.optimizers)] + [o for _, o in shadows]
+        self.stack = SeedStack(modules, optimizers, storage=self.storage)
+
+    def _stacked_update(self, role: str, measure: bool) -> None:
+        requests = self.request.tolist()
+        if len({tuple(r) for r in requests}) != 1:
+            raise NotStackable(f"the members asked for different updates (number, batch, learning rates): {requests}")
+        number, batch, lr_d, lr_g = requests[0]
+        for module, (opt_d, opt_g) in zip(self.stack.modules[1:], zip(self.stack.adam_d.optimizers[1:],
+                                                                      self.stack.adam_g.optimizers[1:])):
+            opt_d.param_groups[0]["lr"], opt_g.param_groups[0]["lr"] = lr_d, lr_g
+            module.generator_step = self.module.generator_step
+        generators = []
+        for state in self.rng:
+            generators.append(torch.Generator())
+            generators[-1].set_state(state.clone())
+        if role == "discriminator":
+            results = self.stack.update_discriminator(self.real, generators, measure)
+        else:
+            results = self.stack.update_generator(int(batch), generators, measure)
+        for state, generator in zip(self.rng, generators):
+            state.copy_(generator.get_state())
+        keys = list(results[0])
+        encoded = json.dumps(keys).encode()
+        self.keys[:8 + len(encoded)] = torch.tensor(list(len(encoded).to_bytes(8, "little") + encoded),
+                                                    dtype=torch.uint8)
+        self.values[:, :len(keys)] = torch.stack([torch.stack([r[k].float() for k in keys]) for r in results])

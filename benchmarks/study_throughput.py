@@ -6,9 +6,11 @@ First, a run's fixed cost: a one-iteration run of ``configs/grid/nonsaturating.y
 final evaluation, checkpoint), started as ``python train.py`` in a fresh interpreter and as the study
 runner starts it, forked from a server that imported lit-gan once; the two alternate ``--repeats`` times.
 Then whole studies: ``--runs`` seeds through ``python -m lit_gan.study``, with ``--jobs 1`` (each
-run gets every core as torch threads) and with ``--jobs`` equal to the number of cores (one thread
-per run), twice each in ABBA order, in runs per hour. Tiny MLPs cannot keep several threads busy, so parallel processes
-should win; the study runner's default follows this measurement.
+run gets every core as torch threads), with ``--jobs`` equal to the number of cores (one thread per
+run), and with seed groups (``--stack``: the seeds' updates as one stacked computation per group, one
+group per core, and all seeds in one group), twice each in mirrored order (A B C D D C B A), in runs
+per hour. Tiny MLPs cannot keep several threads busy, so parallel processes should win; the study
+runner's defaults follow this measurement.
 """
 
 from __future__ import annotations
@@ -53,11 +55,12 @@ def startup_seconds(repeats: int) -> tuple[list[float], list[float]]:
     return fresh, forked
 
 
-def study_seconds(jobs: int, runs: int, generator_steps: int) -> float:
+def study_seconds(jobs: int, stack: int, runs: int, generator_steps: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "lit_gan.study", "--configs", "configs/grid/nonsaturating.yaml",
                    "--seeds", *map(str, range(runs)), "--generator_steps", str(generator_steps),
-                   "--jobs", str(jobs), "--out", out, "--name", f"throughput-{jobs}"]
+                   "--jobs", str(jobs), "--stack", str(stack), "--out", out, "--runs_dir", f"{out}/runs",
+                   "--name", f"throughput-{jobs}-{stack}"]
         start = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=ENV)
         return time.perf_counter() - start
@@ -72,11 +75,13 @@ def main() -> None:
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     fresh, forked = startup_seconds(args.repeats)
-    # In ABBA order, each setting's time the mean of its two studies, so a drifting VM slows both alike.
-    study_times = {1: [], cores: []}
-    for jobs in (1, cores, cores, 1):
-        study_times[jobs].append(study_seconds(jobs, args.runs, args.generator_steps))
-    rows = [(jobs, statistics.mean(times)) for jobs, times in study_times.items()]
+    # (jobs, stack): one run at a time; one per core; a seed group per core; all seeds in one group.
+    settings = list(dict.fromkeys([(1, 1), (cores, 1), (cores, -(-args.runs // cores)), (1, args.runs)]))
+    # In mirrored order, each setting's time the mean of its two studies, so a drifting VM slows all alike.
+    study_times = {setting: [] for setting in settings}
+    for jobs, stack in settings + settings[::-1]:
+        study_times[jobs, stack].append(study_seconds(jobs, stack, args.runs, args.generator_steps))
+    rows = [(setting, statistics.mean(times)) for setting, times in study_times.items()]
     lines = [f"Machine: {machine()}; commit {commit()}.",
              f"Command: `python -m benchmarks.study_throughput --runs {args.runs} --generator_steps "
              f"{args.generator_steps} --repeats {args.repeats} --write` ({args.runs} seeds of "
@@ -87,10 +92,12 @@ def main() -> None:
               for how, seconds in (("`python train.py` (a fresh interpreter)", fresh),
                                    ("forked from the study's preloaded server", forked))]
     lines += ["", f"Each run of a study starts {statistics.median(fresh) - statistics.median(forked):.1f} s sooner.",
-              "", "| study runner | torch threads per run | wall time (s, mean of 2) | runs per hour |", "|---|---|---|---|"]
-    lines += [f"| `--jobs {jobs}` | {max(1, cores // jobs)} | {seconds:.0f} | {3600 * args.runs / seconds:.0f} |"
-              for jobs, seconds in rows]
-    lines += ["", f"Parallel processes: {rows[0][1] / rows[1][1]:.2f}× the throughput of one run at a time."]
+              "", "| study runner | torch threads per run | wall time (s, mean of 2) | runs per hour | vs `--jobs 1` |",
+              "|---|---|---|---|---|"]
+    for (jobs, stack), seconds in rows:
+        threads = 1 if stack > 1 else max(1, cores // jobs)  # group members run one thread each
+        lines.append(f"| `--jobs {jobs} --stack {stack}` | {threads} | {seconds:.0f} | {3600 * args.runs / seconds:.0f} "
+                     f"| {rows[0][1] / seconds:.2f}× |")
     publish("study_throughput", "\n".join(lines), args.write)
 
 

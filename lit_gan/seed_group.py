@@ -4,14 +4,15 @@ Each member is an ordinary ``train.py`` run in a process of its own: its own dat
 W&B run, evaluation, checkpoints and log. Only the arithmetic of its D and G updates is shared. The
 networks' parameters, batch-norm statistics and Adam moments of all members live in shared memory
 (files on a RAM disk), as views in every member's modules. At each update every member writes its real
-batch and the state of its random-number generator there and waits at a barrier; member 0 runs the
-update of all of them as one :class:`~lit_gan.stacking.SeedStack`; each member then reads back its
-losses and its generator's new state. Each member's numbers are its run's alone, to the bit
-(tests/test_seed_group.py).
+batch and the state of its random-number generator there and says so (a semaphore); member 0, once all
+have, runs the update of all of them as one :class:`~lit_gan.stacking.SeedStack` and lets each go on (a
+semaphore per member); each then reads back its losses and its generator's new state. Only member 0
+writes while the others wait, and each member's numbers are its run's alone, to the bit
+(tests/test_study.py).
 
 When the group cannot go on together (the runs are not stackable or not at the same step, a member
-stops early, fails or is interrupted), the barrier is broken and every member carries on alone from the
-same state: only the speed changes.
+stops early, fails or is interrupted), the group is broken up and every member carries on alone from
+the same state: only the speed changes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import copy
 import hashlib
 import json
 import sys
-import threading
 from pathlib import Path
 from typing import Optional
 
@@ -37,22 +37,37 @@ RNG_BYTES = torch.get_rng_state().numel()
 MAX_METRICS = 64
 KEYS_BYTES = 8192
 # Status of the latest update, written by member 0: [update number, outcome].
-DONE, REFUSED, FAILED = 1, 2, 3
+STARTED, DONE, REFUSED, FAILED = 1, 2, 3, 4
 
 
 class SeedGroup:
-    """A picklable handle on one group: its shared files' ``directory``, its ``size`` (K), its barrier, and
-    which ``slot`` this member fills. Made by the study runner (:meth:`create`), one :meth:`member` per run."""
+    """A picklable handle on one group: its shared files' ``directory``, its ``size`` (K), which ``slot``
+    this member fills, and its signals: ``arrived`` (members 1..K-1 to member 0: my inputs are written),
+    ``go`` (member 0 to each: the update is made) and ``broken`` (everyone goes on alone). Made by the study
+    runner (:meth:`create`), one :meth:`member` per run."""
 
-    def __init__(self, directory: str, size: int, barrier, slot: int = 0):
-        self.directory, self.size, self.barrier, self.slot = directory, size, barrier, slot
+    def __init__(self, directory: str, size: int, arrived, go: list, broken, slot: int = 0):
+        self.directory, self.size, self.slot = directory, size, slot
+        self.arrived, self.go, self.broken = arrived, go, broken
 
     @classmethod
     def create(cls, context, directory: str, size: int) -> "SeedGroup":
-        return cls(directory, size, context.Barrier(size))
+        return cls(directory, size, context.Semaphore(0), [context.Semaphore(0) for _ in range(size)], context.Event())
 
     def member(self, slot: int) -> "SeedGroup":
-        return SeedGroup(self.directory, self.size, self.barrier, slot)
+        return SeedGroup(self.directory, self.size, self.arrived, self.go, self.broken, slot)
+
+    def break_up(self, slot: int) -> None:
+        """Member ``slot`` is leaving (or gone): every member goes on alone from its next update.
+
+        Member 0 is woken if it waits for arrivals and lets the others go itself; if member 0 is the
+        one leaving, nobody is computing, so the others are let go here.
+        """
+        self.broken.set()
+        self.arrived.release()
+        if slot == 0:
+            for go in self.go:
+                go.release()
 
     def shared(self, name: str, shape: tuple, dtype=torch.float32) -> Tensor:
         """The tensor every member maps from file ``name`` in the group's directory (zeros when new)."""
@@ -78,7 +93,7 @@ class GroupMember(Callback):
             self.link = StackLink(self.group, trainer, module)
         except NotStackable as reason:
             print(f"Training alone, not stacked with the other seeds: {reason}", file=sys.stderr, flush=True)
-            self.group.barrier.abort()
+            self.group.break_up(self.group.slot)
             return
         module.seed_group = self.link if self.link.joined else None
         if self.link.joined:
@@ -102,7 +117,8 @@ class StackLink:
     """One member's side of the group: shares its module's state, then makes its updates with the others'."""
 
     def __init__(self, group: SeedGroup, trainer: pl.Trainer, module: pl.LightningModule):
-        self.group, self.module, self.joined, self.updates = group, module, False, 0
+        self.group, self.module, self.updates = group, module, 0
+        self.joined = self.left = False
         if not isinstance(module, GANModule):
             raise NotStackable(f"the model is a {type(module).__name__}, not a GANModule")
         if not plain_single_device(trainer) or trainer.strategy.root_device.type != "cpu":
@@ -146,38 +162,58 @@ class StackLink:
             write_slot(network, slot, flat, buffers, size)
             bind_adam(optimizer, slot, moments, size, write=True)
             moments[2].fill_(own_step)  # the same in every member (member 0 checks), so all may write it
-        if not self._wait():
-            return
-        if slot == 0:
-            self._run(self._start_stack, 0)
-        if not self._wait() or not self._finished(0):
-            return
-        self.joined = True
+        self.joined = self._together(0, self._start_stack)
 
-    # ------------------------------------------------------------------ members
-    def _wait(self) -> bool:
-        """Wait for the others at the barrier; False when the group is broken."""
+    def _together(self, number: int, work) -> bool:
+        """Make update ``number`` with the others: member 0 runs ``work`` for all once every member has written
+        its inputs. True when it was made for all; False when the group broke up before it started (this
+        member's state untouched: it makes the update alone, as from now on every one)."""
+        group = self.group
+        if group.broken.is_set():
+            return self._alone()
+        if group.slot != 0:
+            group.arrived.release()
+            group.go[group.slot].acquire()
+            done, outcome = self.status.tolist()
+            if done == number and outcome == DONE:
+                return True
+            if done == number and outcome in (STARTED, FAILED):
+                raise RuntimeError("the seed group's member 0 stopped in the middle of an update: this run's "
+                                   "weights cannot be trusted past its last checkpoint")
+            return self._alone()
+        for _ in range(group.size - 1):
+            group.arrived.acquire()
+        if group.broken.is_set():  # someone left instead of arriving: nothing was touched
+            return self._refuse(number)
+        self.status.copy_(torch.tensor([number, STARTED]))
         try:
-            self.group.barrier.wait()
-            return True
-        except threading.BrokenBarrierError:
-            return False
+            work()
+        except NotStackable as reason:  # raised before anything shared is written
+            print(f"Training alone from here, not stacked: {reason}", file=sys.stderr, flush=True)
+            return self._refuse(number)
+        except BaseException:
+            self.status.copy_(torch.tensor([number, FAILED]))
+            self.leave()
+            raise
+        self.status.copy_(torch.tensor([number, DONE]))
+        for go in group.go[1:]:
+            go.release()
+        return True
 
-    def _finished(self, update: int) -> bool:
-        """Whether member 0 finished update ``update`` for all (True), or refused it before touching anything (False)."""
-        number, outcome = self.status.tolist()
-        if number == update and outcome == DONE:
-            return True
-        if number == update and outcome == FAILED:
-            raise RuntimeError("the seed group's update failed part-way in another member: this run's weights "
-                               "cannot be trusted past its last checkpoint")
+    def _refuse(self, number: int) -> bool:
+        self.status.copy_(torch.tensor([number, REFUSED]))
+        return self._alone()
+
+    def _alone(self) -> bool:
         self.leave()
         return False
 
     def leave(self) -> None:
-        """Go on alone (the module's own updates); the other members do so too once the barrier is broken."""
+        """Go on alone (the module's own updates), and so will every other member."""
         self.joined = False
-        self.group.barrier.abort()
+        if not self.left:
+            self.left = True
+            self.group.break_up(self.group.slot)
 
     def update_discriminator(self, real: Tensor, measure: bool) -> Optional[dict[str, Tensor]]:
         return self._update("discriminator", real, measure)
@@ -195,19 +231,13 @@ class StackLink:
             self.real = self.group.shared("real", (size, *real.shape))
         if role == "discriminator":
             if real.shape != self.real.shape[1:]:
-                self.leave()
+                self._alone()
                 return None
             self.real[slot].copy_(real)
         self.rng[slot].copy_(torch.get_rng_state())
         lr_d, lr_g = (o.param_groups[0]["lr"] for o in self.optimizers)
         self.request[slot] = torch.tensor([self.updates, real.shape[0], lr_d, lr_g], dtype=torch.float64)
-        if not self._wait():
-            self.joined = False
-            return None
-        if slot == 0:
-            self._run(lambda: self._stacked_update(role, measure), self.updates)
-        self._wait()  # broken here only by a member leaving after it: the status tells
-        if not self._finished(self.updates):
+        if not self._together(self.updates, lambda: self._stacked_update(role, measure)):
             return None
         torch.set_rng_state(self.rng[slot].clone())
         length = int.from_bytes(bytes(self.keys[:8].tolist()), "little")
@@ -215,21 +245,6 @@ class StackLink:
         return {key: self.values[slot, i].clone() for i, key in enumerate(keys)}
 
     # ------------------------------------------------------------------ member 0
-    def _run(self, work, update: int) -> None:
-        """Member 0 runs ``work`` for all, and says how it went: done, refused untouched, or failed part-way."""
-        self.status[1] = 0
-        try:
-            work()
-        except NotStackable as reason:
-            print(f"Training alone from here, not stacked: {reason}", file=sys.stderr, flush=True)
-            self.status.copy_(torch.tensor([update, REFUSED]))
-            return
-        except BaseException:
-            self.status.copy_(torch.tensor([update, FAILED]))
-            self.group.barrier.abort()
-            raise
-        self.status.copy_(torch.tensor([update, DONE]))
-
     def _start_stack(self) -> None:
         positions = {tuple(row) for row in self.position.tolist()}
         if len(positions) != 1:

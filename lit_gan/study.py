@@ -165,7 +165,7 @@ def train_process(context, argv: list[str], log: Path, threads: int, environment
         return run_to_end(context.Process(target=train_in_child, args=arguments, name=f"train {log.stem}"))
     finally:
         if seed_group is not None:
-            seed_group.barrier.abort()  # the others go on alone, whatever became of this one
+            seed_group.break_up(seed_group.slot)  # the others go on alone, whatever became of this one
 
 
 def stack_directory() -> str:
@@ -180,6 +180,9 @@ def run_group(cells: list[tuple], context, **options) -> list:
         return [outcome(run_one, *cells[0], context=context, **options)]
     from lit_gan.seed_group import SeedGroup  # imports torch: only for studies that stack
 
+    # One torch thread each: the members wait for member 0 most of the time, and idle OpenMP threads spinning
+    # in K processes would take the cores from it.
+    options["threads"] = 1
     directory = stack_directory()
     try:
         group = SeedGroup.create(context, directory, len(cells))

@@ -1,23 +1,23 @@
-"""Toy-study throughput per core: what training several seeds in one process, or a faster Adam, would buy.
+"""Toy-study throughput per core: what training several seeds as one stack, or a faster Adam, buys.
 
     python -m benchmarks.seed_batching            # --write updates docs/PERFORMANCE.md
 
-Plain PyTorch only, one torch thread, the non-saturating GAN iteration of the benchmark's plain loop
-(:func:`benchmarks.train_step.plain_iteration`) with the networks and batch size of
-``configs/grid/nonsaturating.yaml``:
+One torch thread, the math of one generator iteration without Lightning's loop around it:
 
-- one seed per process with ``torch.optim.Adam()`` as a plain script builds it (the baseline: a
-  per-tensor loop on a CPU);
-- the same with :class:`lit_gan.optim.ContiguousAdam`, lit-gan's default (the same numbers in one
-  pass over all of a network's parameters), and with ``Adam(fused=True)``, PyTorch's single-kernel
-  Adam (``model.fused_adam: true``);
-- ``K`` seeds in one process: the K copies of each network with their weights stacked
-  (:class:`StackedMLP`), so one batched matmul serves every seed; one fused Adam over the stacked
-  weights. Each seed's math is unchanged (its loss is summed with the others', whose
-  gradients do not touch it; Adam is elementwise); :func:`batched_iteration` says so in a test.
+- Adam: the plain loop's non-saturating iteration (:func:`benchmarks.train_step.plain_iteration`) with
+  the networks and batch size of ``configs/grid/nonsaturating.yaml``, with ``torch.optim.Adam()`` as a
+  plain script builds it (a per-tensor loop on a CPU), with :class:`lit_gan.optim.ContiguousAdam`,
+  lit-gan's default (the same numbers in one pass over all of a network's parameters), and with
+  ``Adam(fused=True)``, PyTorch's single-kernel Adam (``model.fused_adam: true``).
+- Seed stacking: lit-gan's own D and G updates (``GANModule.update_discriminator`` /
+  ``update_generator``) of one seed, against K seeds' updates as one
+  :class:`lit_gan.stacking.SeedStack` (each seed's numbers its own to the bit: tests/test_stacking.py),
+  for ``configs/grid/nonsaturating.yaml`` (3 x 128 MLPs, batch 100) and ``configs/grid/r1_sharp.yaml``
+  (a 4 x 400 batch-norm generator, R1, batch 256).
 
-It reports seed-iterations per second on one core, the variants timed in turns (short blocks). These
-are upper bounds: no logging, monitor, evaluation or checkpoints, which lit-gan runs per seed.
+It reports seed-iterations per second, the variants timed in turns (short blocks). A study's run adds
+Lightning's loop, logging, monitor, evaluation and checkpoints per seed (``benchmarks.study_throughput``
+times whole studies).
 """
 
 from __future__ import annotations
@@ -25,91 +25,20 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import tempfile
 import statistics
+import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from benchmarks.common import commit, machine, publish
 from benchmarks.train_step import build, plain_iteration
 from lit_gan.data.toy import sample_mixture
 from lit_gan.optim import ContiguousAdam
+from lit_gan.stacking import SeedStack
 
-CONFIG = "configs/grid/nonsaturating.yaml"
-
-
-class StackedMLP:
-    """``K`` copies of one lit-gan MLP (:class:`~lit_gan.nets.MLPGenerator` without batch norm, or
-    :class:`~lit_gan.nets.MLPDiscriminator` without maxout) as one network whose weights are stacked
-    along a new first dimension: slice ``k`` of an input ``(K, batch, features)`` goes through copy
-    ``k``, every linear layer being one batched matmul for all copies.
-    """
-
-    def __init__(self, networks: list[nn.Module]):
-        self.latent_dim = getattr(networks[0], "latent_dim", None)
-        self.layers: list = []
-        for copies in zip(*map(layers_of, networks)):
-            layer = copies[0]
-            if isinstance(layer, nn.Linear):
-                weight = torch.stack([c.weight.detach().T for c in copies]).contiguous().requires_grad_()
-                bias = (None if layer.bias is None else
-                        torch.stack([c.bias.detach() for c in copies]).unsqueeze(1).contiguous().requires_grad_())
-                self.layers.append((weight, bias))
-            elif isinstance(layer, (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh)):
-                self.layers.append(layer)  # elementwise: the same for every copy
-            else:
-                raise ValueError(f"layer {type(layer).__name__} is not supported by StackedMLP: expected "
-                                 "Linear, ReLU, LeakyReLU, ELU or Tanh (no batch norm, maxout or spectral norm)")
-
-    def __call__(self, x: Tensor) -> Tensor:
-        for layer in self.layers:
-            if not isinstance(layer, tuple):
-                x = layer(x)
-            else:
-                x = torch.bmm(x, layer[0]) if layer[1] is None else torch.baddbmm(layer[1], x, layer[0])
-        return x
-
-    def parameters(self) -> list[Tensor]:
-        return [tensor for layer in self.layers if isinstance(layer, tuple) for tensor in layer if tensor is not None]
-
-    def requires_grad_(self, flag: bool) -> None:
-        for tensor in self.parameters():
-            tensor.requires_grad_(flag)
-
-
-def layers_of(network: nn.Module) -> list[nn.Module]:
-    """The layers of a lit-gan MLP in the order its forward applies them (2-D points: no flattening)."""
-    if hasattr(network, "net"):
-        return list(network.net)
-    return [layer for layer in network.body if not isinstance(layer, nn.Flatten)] + [network.head]
-
-
-def per_seed(losses: Tensor) -> Tensor:
-    """Each seed's mean over its batch: ``(K, batch, ...)`` -> ``(K,)``."""
-    return losses.flatten(1).mean(1)
-
-
-def batched_iteration(generator: StackedMLP, discriminator: StackedMLP, opt_d, opt_g, real: Tensor,
-                      noise=torch.randn) -> None:
-    """:func:`benchmarks.train_step.plain_iteration` (non-saturating, one D step) for every seed at
-    once; ``real`` is ``(K, batch, features)``. Per-seed losses are summed, so each seed's gradient is
-    its own. ``noise(shape)`` draws the latents, once for D's step and once for G's."""
-    seeds, batch = real.shape[:2]
-    with torch.no_grad():
-        fake = generator(noise((seeds, batch, generator.latent_dim)))
-    loss = (per_seed(F.softplus(-discriminator(real))) + per_seed(F.softplus(discriminator(fake)))).sum()
-    opt_d.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_d.step()
-    discriminator.requires_grad_(False)
-    loss = per_seed(F.softplus(-discriminator(generator(noise((seeds, batch, generator.latent_dim)))))).sum()
-    opt_g.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_g.step()
-    discriminator.requires_grad_(True)
+ADAM_CONFIG = "configs/grid/nonsaturating.yaml"
+STACK_CONFIGS = ["configs/grid/nonsaturating.yaml", "configs/grid/r1_sharp.yaml"]
 
 
 ADAMS = {  # how each one-seed variant builds Adam
@@ -147,37 +76,75 @@ def seconds_per_iteration(variants: dict, iterations: int) -> dict:
     return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
-def measure(seed_counts: list[int], iterations: int) -> list[dict]:
-    with tempfile.TemporaryDirectory() as directory:
-        cli = build(CONFIG, [], 1, directory)
+def seeds_of(config: str, seeds: int, directory: str) -> list:
+    """``seeds`` modules of ``config`` as train.py builds them (seeds 0, 1, ...), with their optimizers."""
+    built = []
+    for seed in range(seeds):
+        cli = build(config, [f"--seed_everything={seed}"], 1000, directory)
+        cli.model.trainer = cli.trainer  # the learning-rate schedule reads the run's length
+        cli.model.direct_steps = True  # no Trainer running: plain backward() and optimizer steps
+        optimizers = cli.model.configure_optimizers()
+        built.append((cli.model, tuple(optimizers[0] if isinstance(optimizers, tuple) else optimizers), cli.datamodule))
+    return built
+
+
+def adam_variants(directory: str) -> dict:
+    cli = build(ADAM_CONFIG, [], 1, directory)
     hp, data = cli.model.hparams, cli.datamodule
-    generator, discriminator = cli.model.generator, cli.model.discriminator
     stream = torch.Generator().manual_seed(0)
+
+    def one_seed(kind: str):
+        g, d = copy.deepcopy(cli.model.generator), copy.deepcopy(cli.model.discriminator)
+        opt_d, opt_g = adam(d.parameters(), hp, "d", kind), adam(g.parameters(), hp, "g", kind)
+        return lambda: plain_iteration(g, d, opt_d, opt_g,
+                                       lambda: sample_mixture(data.centers, data.std, data.batch_size, stream))
+
+    return {(f"plain iteration, {kind}", 1): one_seed(kind) for kind in ADAMS}
+
+
+def stack_variants(config: str, seed_counts: list[int], directory: str) -> dict:
+    from lightning.pytorch.core.optimizer import LightningOptimizer
+
+    stream = torch.Generator().manual_seed(0)
+    (module, (opt_d, opt_g), data), = seeds_of(config, 1, directory)
+    opt_d, opt_g = LightningOptimizer(opt_d), LightningOptimizer(opt_g)
 
     def real(*shape):
         return sample_mixture(data.centers, data.std, torch.Size(shape).numel(), stream).view(*shape, -1)
 
-    def one_seed(kind: str):
-        g, d = copy.deepcopy(generator), copy.deepcopy(discriminator)
-        opt_d, opt_g = adam(d.parameters(), hp, "d", kind), adam(g.parameters(), hp, "g", kind)
-        return lambda: plain_iteration(g, d, opt_d, opt_g, lambda: real(data.batch_size))
+    def alone():
+        batch = real(data.batch_size)
+        module.update_discriminator(batch, opt_d, measure=False)
+        module.update_generator(batch, opt_g, measure=False)
 
-    def batched(seeds: int):
-        g = StackedMLP([copy.deepcopy(generator) for _ in range(seeds)])
-        d = StackedMLP([copy.deepcopy(discriminator) for _ in range(seeds)])
-        opt_d, opt_g = adam(d.parameters(), hp, "d", "`Adam(fused=True)`"), adam(g.parameters(), hp, "g", "`Adam(fused=True)`")
-        return lambda: batched_iteration(g, d, opt_d, opt_g, real(seeds, data.batch_size))
+    variants = {(f"`{config}`: one seed, the module's own updates", 1): alone}
+    for seeds in seed_counts:
+        built = seeds_of(config, seeds, directory)
+        stack = SeedStack([m for m, _, _ in built], [o for _, o, _ in built])
+        generators = [torch.Generator().manual_seed(k) for k in range(seeds)]
 
-    variants = {(f"one seed, {kind}", 1): one_seed(kind) for kind in ADAMS}
-    variants.update({(f"{seeds} seeds batched (batched matmul), `Adam(fused=True)`", seeds): batched(seeds)
-                     for seeds in seed_counts})
-    seconds = seconds_per_iteration(variants, iterations)
-    return [{"how": how, "seeds": seeds, "seconds": seconds[how, seeds]} for how, seeds in variants]
+        def together(stack=stack, generators=generators, seeds=seeds):
+            stack.update_discriminator(real(seeds, data.batch_size), generators, measure=False)
+            stack.update_generator(data.batch_size, generators, measure=False)
+
+        variants[f"`{config}`: {seeds} seeds as one `SeedStack`", seeds] = together
+    return variants
 
 
-def table(rows: list[dict]) -> str:
+def measure(seed_counts: list[int], iterations: int) -> list[list[dict]]:
+    """One table per group of variants timed together: the Adams, then each config's stacks."""
+    tables = []
+    with tempfile.TemporaryDirectory() as directory:
+        groups = [adam_variants(directory)] + [stack_variants(c, seed_counts, directory) for c in STACK_CONFIGS]
+        for variants in groups:
+            seconds = seconds_per_iteration(variants, iterations)
+            tables.append([{"how": how, "seeds": seeds, "seconds": seconds[how, seeds]} for how, seeds in variants])
+    return tables
+
+
+def table(rows: list[dict], baseline: str) -> str:
     base = rows[0]["seeds"] / rows[0]["seconds"]
-    lines = ["| one process, one thread | ms per iteration | seed-iterations / s | vs one seed, `Adam()` |",
+    lines = [f"| one process, one thread | ms per iteration | seed-iterations / s | vs {baseline} |",
              "|---|---|---|---|"]
     for r in rows:
         rate = r["seeds"] / r["seconds"]
@@ -187,16 +154,17 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[2, 4, 8, 16], help="seed counts to batch")
-    parser.add_argument("--iterations", type=int, default=2000, help="timed one-seed iterations per variant")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2, 4, 8], help="seed counts to stack")
+    parser.add_argument("--iterations", type=int, default=1000, help="timed one-seed iterations per variant")
     parser.add_argument("--write", action="store_true", help="update the section in docs/PERFORMANCE.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    adams, *stacks = measure(args.seeds, args.iterations)
     report = (f"Machine: {machine()}; commit {commit()}.\n"
               f"Command: `python -m benchmarks.seed_batching --seeds {' '.join(map(str, args.seeds))} --iterations "
-              f"{args.iterations} --write` (networks and batch size of `{CONFIG}`).\n\n"
-              + table(measure(args.seeds, args.iterations)))
+              f"{args.iterations} --write`.\n\n" + table(adams, "`Adam()`")
+              + "".join("\n\n" + table(rows, "one seed") for rows in stacks))
     publish("seed_batching", report, args.write)
 
 

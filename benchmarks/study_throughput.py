@@ -71,12 +71,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--generator_steps", type=int, default=1500)
     parser.add_argument("--repeats", type=int, default=5, help="one-iteration runs timed per way of starting")
+    parser.add_argument("--settings", nargs="+", metavar="JOBSxSTACK",
+                        help="study runner settings to time, e.g. 2x1 2x4 (default: 1x1, one job per core, one seed "
+                             "group per core, all seeds in one group)")
     parser.add_argument("--write", action="store_true", help="update the section in docs/PERFORMANCE.md")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
     fresh, forked = startup_seconds(args.repeats)
     # (jobs, stack): one run at a time; one per core; a seed group per core; all seeds in one group.
-    settings = list(dict.fromkeys([(1, 1), (cores, 1), (cores, -(-args.runs // cores)), (1, args.runs)]))
+    settings = [tuple(map(int, s.split("x"))) for s in args.settings] if args.settings else list(dict.fromkeys(
+        [(1, 1), (cores, 1), (cores, -(-args.runs // cores)), (1, args.runs)]))
     # In mirrored order, each setting's time the mean of its two studies, so a drifting VM slows all alike.
     study_times = {setting: [] for setting in settings}
     for jobs, stack in settings + settings[::-1]:
@@ -84,7 +88,8 @@ def main() -> None:
     rows = [(setting, statistics.mean(times)) for setting, times in study_times.items()]
     lines = [f"Machine: {machine()}; commit {commit()}.",
              f"Command: `python -m benchmarks.study_throughput --runs {args.runs} --generator_steps "
-             f"{args.generator_steps} --repeats {args.repeats} --write` ({args.runs} seeds of "
+             f"{args.generator_steps} --repeats {args.repeats}"
+             f"{' --settings ' + ' '.join(args.settings) if args.settings else ''} --write` ({args.runs} seeds of "
              "`configs/grid/nonsaturating.yaml`).", "",
              f"| a one-iteration run, one thread | median of {args.repeats} (s) | min (s) | max (s) |",
              "|---|---|---|---|"]
@@ -92,7 +97,7 @@ def main() -> None:
               for how, seconds in (("`python train.py` (a fresh interpreter)", fresh),
                                    ("forked from the study's preloaded server", forked))]
     lines += ["", f"Each run of a study starts {statistics.median(fresh) - statistics.median(forked):.1f} s sooner.",
-              "", "| study runner | torch threads per run | wall time (s, mean of 2) | runs per hour | vs `--jobs 1` |",
+              "", "| study runner | torch threads per run | wall time (s, mean of 2) | runs per hour | vs the first |",
               "|---|---|---|---|---|"]
     for (jobs, stack), seconds in rows:
         threads = 1 if stack > 1 else max(1, cores // jobs)  # group members run one thread each

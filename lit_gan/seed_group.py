@@ -31,7 +31,7 @@ from torch import Tensor
 
 from lit_gan.objectives.base import GANModule, plain_single_device
 from lit_gan.optim import ContiguousAdam
-from lit_gan.stacking import NotStackable, SeedStack, bind_adam, check_adam, adam_step, stacked_size, write_slot
+from lit_gan.stacking import NotStackable, SeedStack, adam_step, bind_adam, check_stackable, stacked_size, write_slot
 
 RNG_BYTES = torch.get_rng_state().numel()
 MAX_METRICS = 64
@@ -127,8 +127,7 @@ class StackLink:
             raise NotStackable("a callback or the model listens to backward or optimizer-step hooks, which "
                                "a stack does not call")
         self.optimizers = [getattr(o, "optimizer", o) for o in module.optimizers()]
-        for optimizer, role in zip(self.optimizers, ("discriminator", "generator")):
-            check_adam(optimizer, role)
+        check_stackable(module, self.optimizers)
         size, slot = group.size, group.slot
         self.storage = {}
         for role, network, optimizer in zip(("discriminator", "generator"), (module.discriminator, module.generator),
@@ -180,6 +179,9 @@ class StackLink:
             if done == number and outcome in (STARTED, FAILED):
                 raise RuntimeError("the seed group's member 0 stopped in the middle of an update: this run's "
                                    "weights cannot be trusted past its last checkpoint")
+            if done == number and outcome == REFUSED:
+                print("Training alone from here: the seed group's member 0 found the runs cannot be stacked "
+                      "(its log says why)", file=sys.stderr, flush=True)
             return self._alone()
         for _ in range(group.size - 1):
             group.arrived.acquire()
@@ -258,7 +260,7 @@ class StackLink:
             for role, network, own in zip(("discriminator", "generator"), (shadow.discriminator, shadow.generator),
                                           self.optimizers):
                 flat, buffers, moments = self.storage[role]
-                defaults = {k: v for k, v in own.param_groups[0].items() if k != "params"}
+                defaults = {k: v for k, v in own.param_groups[0].items() if k in own.defaults}  # not initial_lr
                 optimizers.append(ContiguousAdam(network.parameters(), **defaults))
             shadows.append((shadow, tuple(optimizers)))
         modules = [self.module] + [s for s, _ in shadows]

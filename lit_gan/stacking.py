@@ -89,6 +89,40 @@ def write_slot(network: nn.Module, slot: int, flat: Tensor, buffers: dict[str, T
     bind(network, slot, flat, buffers, seeds)
 
 
+def layers(network: nn.Module) -> list[nn.Module]:
+    """The layers of a lit-gan MLP in the order its forward applies them."""
+    return list(network.net) if isinstance(network, MLPGenerator) else [*network.body, network.head]
+
+
+def check_network(network: nn.Module, role: str) -> None:
+    """Raise :class:`NotStackable` unless :class:`StackedNetwork` can run ``network`` (``model.ROLE``)."""
+    if type(network) not in (MLPGenerator, MLPDiscriminator):
+        raise NotStackable(f"model.{role}={type(network).__name__} cannot be stacked: expected "
+                           "lit_gan.nets.MLPGenerator or MLPDiscriminator")
+    if any(parametrize.is_parametrized(m) for m in network.modules()):
+        raise NotStackable(f"model.{role} has parametrized layers (spectral norm), which cannot be stacked")
+    for layer in layers(network):
+        if isinstance(layer, nn.BatchNorm1d):
+            if layer.momentum is None or not (layer.affine and layer.track_running_stats):
+                raise NotStackable(f"model.{role} has a batch norm without momentum, affine or running statistics")
+        elif not isinstance(layer, (nn.Linear, Maxout, nn.Flatten, *ELEMENTWISE)):
+            raise NotStackable(f"model.{role} has a {type(layer).__name__} layer, which cannot be stacked")
+    if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in network.parameters()):
+        raise NotStackable(f"model.{role} is not float32 on a CPU, the only place stacking is tested exact")
+
+
+def check_stackable(module, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+    """Raise :class:`NotStackable`, naming the reason, unless runs of ``module`` (with its ``(D, G)``
+    optimizers) can be trained as one :class:`SeedStack`."""
+    for key, off in UNSUPPORTED_OPTIONS.items():
+        if module.hparams.get(key, off) != off:
+            raise NotStackable(f"model.{key}={module.hparams[key]!r} cannot be stacked (only {off!r})")
+    check_network(module.discriminator, "discriminator")
+    check_network(module.generator, "generator")
+    for optimizer, role in zip(optimizers, ("discriminator", "generator")):
+        check_adam(optimizer, role)
+
+
 class StackedNetwork:
     """K copies of one lit-gan MLP as one network over inputs ``(K, batch, ...)``.
 
@@ -101,20 +135,12 @@ class StackedNetwork:
     def __init__(self, copies: Sequence[nn.Module], role: str, flat: Tensor | None = None,
                  buffers: dict[str, Tensor] | None = None):
         first = copies[0]
-        if type(first) not in (MLPGenerator, MLPDiscriminator):
-            raise NotStackable(f"model.{role}={type(first).__name__} cannot be stacked: expected "
-                               "lit_gan.nets.MLPGenerator or MLPDiscriminator")
         for network in copies:
+            check_network(network, role)
             if type(network) is not type(first) or network.state_dict().keys() != first.state_dict().keys():
                 raise NotStackable(f"model.{role} differs between the runs: a stack needs one architecture")
-            if any(parametrize.is_parametrized(m) for m in network.modules()):
-                raise NotStackable(f"model.{role} has parametrized layers (spectral norm), which cannot be stacked")
         self.first = first
-        self.layers = list(first.net) if isinstance(first, MLPGenerator) else [*first.body, first.head]
-        for layer in self.layers:
-            self._check(layer, role)
-        if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in first.parameters()):
-            raise NotStackable(f"model.{role} is not float32 on a CPU, the only place stacking is tested exact")
+        self.layers = layers(first)
         seeds = len(copies)
         if flat is None:
             flat = torch.empty(stacked_size(first, seeds))
@@ -130,14 +156,6 @@ class StackedNetwork:
         self.stacked = {**dict(zip(names, (v.requires_grad_() for v in parameter_views(first.parameters(), flat, seeds)))),
                         **buffers}  # name -> (K, *shape)
         self.names = {layer: name for name, layer in first.named_modules()}
-
-    @staticmethod
-    def _check(layer: nn.Module, role: str) -> None:
-        if isinstance(layer, nn.BatchNorm1d):
-            if layer.momentum is None or not (layer.affine and layer.track_running_stats):
-                raise NotStackable(f"model.{role} has a batch norm without momentum, affine or running statistics")
-        elif not isinstance(layer, (nn.Linear, Maxout, nn.Flatten, *ELEMENTWISE)):
-            raise NotStackable(f"model.{role} has a {type(layer).__name__} layer, which cannot be stacked")
 
     def parameters(self) -> list[Tensor]:
         return [self.stacked[name] for name, _ in self.first.named_parameters()]
@@ -279,9 +297,7 @@ class SeedStack:
                 raise NotStackable("the runs differ in objective or hyperparameters: a stack needs one config")
             if [repr(p) for p in module.penalties] != [repr(p) for p in first.penalties]:
                 raise NotStackable("the runs differ in their penalties: a stack needs one config")
-        for key, off in UNSUPPORTED_OPTIONS.items():
-            if first.hparams.get(key, off) != off:
-                raise NotStackable(f"model.{key}={first.hparams[key]!r} cannot be stacked (only {off!r})")
+        check_stackable(first, optimizers[0])
         self.modules = list(modules)
         # storage: role -> (flat, buffers, (exp_avg, exp_avg_sq, step)) to use as they are (lit_gan.seed_group).
         flat, buffers, moments = (storage or {}).get("discriminator", (None, None, None))

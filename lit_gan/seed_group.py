@@ -136,8 +136,8 @@ class StackLink:
             flat = group.shared(f"{role}.params", (length,))
             buffers = {name: group.shared(f"{role}.{name}", (size, *b.shape), b.dtype)
                        for name, b in network.named_buffers()}
-            step = group.shared(f"{role}.step", ())
-            moments = (group.shared(f"{role}.exp_avg", (length,)), group.shared(f"{role}.exp_avg_sq", (length,)), step)
+            steps = group.shared(f"{role}.steps", (size,))  # Adam's count, one per member (each its own until joined)
+            moments = (group.shared(f"{role}.exp_avg", (length,)), group.shared(f"{role}.exp_avg_sq", (length,)), steps)
             self.storage[role] = (flat, buffers, moments)
         # Where each member stands, for member 0 to check that all can stack: Adam steps, clock, and a
         # fingerprint of the model's hyperparameters (48 bits: exact in a float64).
@@ -154,13 +154,11 @@ class StackLink:
         fingerprint = int(hashlib.sha256(repr(sorted(module.hparams.items())).encode()).hexdigest()[:12], 16)
         self.position[slot] = torch.tensor([d_step, g_step, module.generator_step, module.discriminator_step,
                                             fingerprint], dtype=torch.float64)
-        for role, network, optimizer, own_step in zip(("discriminator", "generator"),
-                                                      (module.discriminator, module.generator),
-                                                      self.optimizers, (d_step, g_step)):
+        for role, network, optimizer in zip(("discriminator", "generator"), (module.discriminator, module.generator),
+                                            self.optimizers):
             flat, buffers, moments = self.storage[role]
             write_slot(network, slot, flat, buffers, size)
             bind_adam(optimizer, slot, moments, size, write=True)
-            moments[2].fill_(own_step)  # the same in every member (member 0 checks), so all may write it
         self.joined = self._together(0, self._start_stack)
 
     def _together(self, number: int, work) -> bool:
@@ -257,9 +255,7 @@ class StackLink:
             # The other members' modules, as copies of this one bound to their slots (not the trainer).
             shadow = copy.deepcopy(self.module, {id(trainer): None})
             optimizers = []
-            for role, network, own in zip(("discriminator", "generator"), (shadow.discriminator, shadow.generator),
-                                          self.optimizers):
-                flat, buffers, moments = self.storage[role]
+            for network, own in zip((shadow.discriminator, shadow.generator), self.optimizers):
                 defaults = {k: v for k, v in own.param_groups[0].items() if k in own.defaults}  # not initial_lr
                 optimizers.append(ContiguousAdam(network.parameters(), **defaults))
             shadows.append((shadow, tuple(optimizers)))

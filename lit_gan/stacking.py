@@ -203,9 +203,12 @@ class StackedNetwork:
 
 def bind_adam(optimizer: torch.optim.Optimizer, slot: int, moments: tuple, seeds: int, write: bool) -> None:
     """Make ``optimizer``'s state (one network's parameters) views of slot ``slot`` of ``moments``
-    (``exp_avg``, ``exp_avg_sq`` laid out as the parameters' ``flat``; ``step``), copying its current
-    state in first when ``write``."""
-    exp_avg, exp_avg_sq, step = moments
+    (``exp_avg``, ``exp_avg_sq`` laid out as the parameters' ``flat``; ``steps``, one count per seed),
+    copying its current state in first when ``write``."""
+    exp_avg, exp_avg_sq, steps = moments
+    step = steps[slot]
+    if write:
+        step.fill_(adam_step(optimizer))
     params = optimizer.param_groups[0]["params"]
     views = [[view[slot] for view in parameter_views(params, buffer, seeds)] for buffer in (exp_avg, exp_avg_sq)]
     for parameter, m, v in zip(params, *views):
@@ -239,7 +242,8 @@ class StackedAdam:
 
     Takes over each seed's optimizer state (their step counts must agree) and leaves it as views of
     its own buffers, so each optimizer's ``state_dict`` (checkpoints) stays the seed's own. Given
-    ``moments`` (``exp_avg``, ``exp_avg_sq``, ``step``, laid out as ``flat``), it uses them as they are.
+    ``moments`` (``exp_avg``, ``exp_avg_sq`` laid out as ``flat``, and ``steps``, one count per seed), it uses
+    them as they are.
     """
 
     def __init__(self, network: StackedNetwork, optimizers: Sequence[torch.optim.Optimizer], role: str,
@@ -255,8 +259,8 @@ class StackedAdam:
                 raise NotStackable(f"the {role} optimizers are at different steps: {sorted(steps)}")
             count_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
             moments = (torch.zeros_like(network.flat), torch.zeros_like(network.flat),
-                       torch.tensor(steps.pop(), dtype=count_dtype))
-        self.exp_avg, self.exp_avg_sq, self.step = moments
+                       torch.zeros(seeds, dtype=count_dtype))
+        self.exp_avg, self.exp_avg_sq, self.steps = moments
         for k, optimizer in enumerate(optimizers):
             bind_adam(optimizer, k, moments, seeds, write=taken_over)
 
@@ -269,9 +273,10 @@ class StackedAdam:
         grad = torch.cat([p.grad.reshape(-1) for p in self.network.parameters()])
         beta1, beta2 = group["betas"]
         decoupled = {k: group[k] for k in ("decoupled_weight_decay",) if k in group}  # torch >= 2.7
-        adam([self.network.flat], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step], foreach=False,
+        adam([self.network.flat], [grad], [self.exp_avg], [self.exp_avg_sq], [], [self.steps[0]], foreach=False,
              amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
              eps=group["eps"], maximize=group["maximize"], **decoupled)
+        self.steps[1:] = self.steps[0]  # every seed's count (its optimizer's state) took the same step
 
     def zero_grad(self) -> None:
         for p in self.network.parameters():

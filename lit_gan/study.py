@@ -61,11 +61,8 @@ FIXED = ("config", "seed", "generator_steps", "fingerprint", "seconds", "run_dir
 TEXT = ("config", "fingerprint", "run_dir", "alarms")
 
 
-def config_fingerprint(config: Path) -> str:
-    """SHA-256 (12 hex digits) of a config's content, with the YAML fragments it includes by relative path.
-
-    Parsed content, not text: editing a comment does not invalidate finished runs.
-    """
+def load_config(path: Path):
+    """A config's parsed content, with the YAML fragments it includes by relative path put in their place."""
 
     def resolve(value, directory: Path):
         if isinstance(value, dict):
@@ -73,13 +70,36 @@ def config_fingerprint(config: Path) -> str:
         if isinstance(value, list):
             return [resolve(v, directory) for v in value]
         if isinstance(value, str) and value.endswith((".yaml", ".yml")) and (directory / value).is_file():
-            return load(directory / value)
+            return load_config(directory / value)
         return value
 
-    def load(path: Path):
-        return resolve(yaml.safe_load(path.read_text()), path.parent)
+    return resolve(yaml.safe_load(Path(path).read_text()), Path(path).parent)
 
-    return hashlib.sha256(json.dumps(load(config), sort_keys=True).encode()).hexdigest()[:12]
+
+def config_fingerprint(config: Path) -> str:
+    """SHA-256 (12 hex digits) of a config's content, with the YAML fragments it includes by relative path.
+
+    Parsed content, not text: editing a comment does not invalidate finished runs.
+    """
+    return hashlib.sha256(json.dumps(load_config(config), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def looks_stackable(config: Path) -> bool:
+    """Whether a config's runs are worth starting as a seed group: lit-gan's MLPs (no spectral norm), none of
+    the remedies a stack does not run, on a CPU in float32. A cheap look at the YAML, so that the runner
+    needs no torch; the runs themselves check everything (lit_gan.stacking) and train alone if they must.
+    """
+    content = load_config(config)
+    model = (content.get("model") or {}).get("init_args") or {}
+    trainer = content.get("trainer") or {}
+    networks = [model.get(role) or {} for role in ("generator", "discriminator")]
+    return (all(isinstance(n, dict) and str(n.get("class_path", "")).endswith(("MLPGenerator", "MLPDiscriminator"))
+                for n in networks)
+            and not (networks[1].get("init_args") or {}).get("spectral_norm")
+            and not any(model.get(key) for key in ("feature_matching", "historical_averaging", "unrolled_steps",
+                                                   "fused_adam"))
+            and str(trainer.get("accelerator", "cpu")) in ("cpu", "auto")
+            and str(trainer.get("precision", "32")) in ("32", "32-true"))
 
 
 def cell_key(row: dict) -> tuple:
@@ -196,11 +216,12 @@ def run_group(cells: list[tuple], context, **options) -> list:
 
 def seed_groups(cells: list[tuple], stack: int) -> list[list[tuple]]:
     """``(key, (config, seed))`` cells in groups to train together: a config's seeds in as few groups of at most
-    ``stack`` as hold them, of sizes as equal as can be (5 seeds, stack 4: 3 and 2); one cell per group for 1."""
+    ``stack`` as hold them, of sizes as equal as can be (5 seeds, stack 4: 3 and 2); one cell per group for 1
+    and for configs that cannot stack (:func:`looks_stackable`)."""
     groups = []
     for config in dict.fromkeys(c for _, (c, _) in cells):
         same = [cell for cell in cells if cell[1][0] == config]
-        count = -(-len(same) // max(1, stack))
+        count = -(-len(same) // max(1, stack)) if looks_stackable(ROOT / config) else len(same)
         groups += [same[i::count] for i in range(count)]
     return groups
 

@@ -9,10 +9,13 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import torch
 
 from lit_gan.seed_group import SeedGroup
-from lit_gan.study import main, run_context, seed_groups, stack_directory, train_process
+from lit_gan.cli import LitGANCLI
+from lit_gan.stacking import NotStackable, check_stackable
+from lit_gan.study import ROOT, looks_stackable, main, run_context, seed_groups, stack_directory, train_process
 
 JOINED = "Seed group: this run makes its updates as one stacked computation"
 
@@ -55,49 +58,92 @@ def test_runs_in_seed_groups_give_the_numbers_of_runs_alone(tmp_path):
     assert rows[1][0]["reverse_kl"] != rows[1][1]["reverse_kl"]  # the seeds differ: the comparison is not vacuous
 
 
-def test_a_member_that_finishes_first_leaves_the_other_to_go_on_alone(tmp_path):
-    """The longer run trains stacked, then alone, and ends where it would have alone all along."""
-    context = run_context()
-    environment = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+ENVIRONMENT = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
 
-    def argv(seed: int, steps: int, where: str) -> list[str]:
-        return ["--config", "configs/grid/nonsaturating.yaml", f"--generator_steps={steps}",
-                f"--seed_everything={seed}", f"--data.init_args.seed={seed}", "--trainer.enable_progress_bar=false",
-                f"--trainer.logger.init_args.save_dir={tmp_path / where}"]
 
-    directory = stack_directory()
+def argv(seed: int, steps: int, save_dir: Path, *extra: str, config: str = "configs/grid/nonsaturating.yaml") -> list[str]:
+    return ["--config", config, f"--generator_steps={steps}", f"--seed_everything={seed}",
+            f"--data.init_args.seed={seed}", "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={save_dir}", *extra]
+
+
+def train_group(tmp_path: Path, name: str, members: list[list[str]]) -> list[str]:
+    """Train ``members`` (train.py arguments) as one seed group; each one's log."""
+    context, directory = run_context(), stack_directory()
+    logs = [tmp_path / f"{name}{slot}.log" for slot in range(len(members))]
     try:
-        group = SeedGroup.create(context, directory, 2)
-        with ThreadPoolExecutor(2) as pool:
-            codes = list(pool.map(
-                lambda member: train_process(context, argv(*member[1], f"group{member[0]}"),
-                                             tmp_path / f"group{member[0]}.log", 1, environment,
-                                             seed_group=group.member(member[0])),
-                enumerate([(0, 15), (1, 40)])))
+        group = SeedGroup.create(context, directory, len(members))
+        with ThreadPoolExecutor(len(members)) as pool:
+            codes = list(pool.map(lambda slot: train_process(context, members[slot], logs[slot], 1, ENVIRONMENT,
+                                                             seed_group=group.member(slot)), range(len(members))))
     finally:
         shutil.rmtree(directory)
-    assert codes == [0, 0]
-    for slot, (seed, steps) in enumerate([(0, 15), (1, 40)]):
-        assert JOINED in (tmp_path / f"group{slot}.log").read_text()
-        assert train_process(context, argv(seed, steps, f"alone{slot}"), tmp_path / f"alone{slot}.log", 1,
-                             environment) == 0
-        assert_same_run(checkpoint(next((tmp_path / f"group{slot}").glob("*/*"))),
-                        checkpoint(next((tmp_path / f"alone{slot}").glob("*/*"))))
+    assert codes == [0] * len(members), [log.read_text()[-2000:] for log in logs]
+    return [log.read_text() for log in logs]
+
+
+def train_alone(arguments: list[str], log: Path) -> None:
+    assert train_process(run_context(), arguments, log, 1, ENVIRONMENT) == 0, log.read_text()[-2000:]
+
+
+def last_checkpoint(save_dir: Path) -> dict:
+    return torch.load(next(save_dir.glob("*/*/checkpoints/last.ckpt")), weights_only=True)
+
+
+def test_a_member_that_finishes_first_leaves_the_other_to_go_on_alone(tmp_path):
+    """The longer run trains stacked, then alone, and ends where it would have alone all along."""
+    members = [(0, 15), (1, 40)]
+    logs = train_group(tmp_path, "group", [argv(seed, steps, tmp_path / f"group{seed}") for seed, steps in members])
+    assert all(JOINED in log for log in logs)
+    for seed, steps in members:
+        train_alone(argv(seed, steps, tmp_path / f"alone{seed}"), tmp_path / f"alone{seed}.log")
+        assert_same_run(last_checkpoint(tmp_path / f"group{seed}"), last_checkpoint(tmp_path / f"alone{seed}"))
+
+
+def test_runs_at_different_steps_train_alone_from_where_each_stands(tmp_path):
+    """A run resumed from a checkpoint (Adam and the clock further on) and a fresh one do not stack; each
+    trains alone, with its own Adam step count, as it would outside a group."""
+    train_alone(argv(0, 10, tmp_path / "first"), tmp_path / "first.log")
+    resume = f"--ckpt_path={next((tmp_path / 'first').glob('*/*/checkpoints/last.ckpt'))}"
+    logs = train_group(tmp_path, "group", [argv(0, 20, tmp_path / "group0", resume), argv(1, 20, tmp_path / "group1")])
+    assert "the runs are at different steps" in logs[0] and "cannot be stacked" in logs[1]
+    assert not any(JOINED in log for log in logs)
+    train_alone(argv(0, 20, tmp_path / "alone0", resume), tmp_path / "alone0.log")
+    train_alone(argv(1, 20, tmp_path / "alone1"), tmp_path / "alone1.log")
+    for seed in (0, 1):
+        assert_same_run(last_checkpoint(tmp_path / f"group{seed}"), last_checkpoint(tmp_path / f"alone{seed}"))
 
 
 def test_runs_that_cannot_be_stacked_train_alone_and_say_why(tmp_path):
-    rows = main(["--configs", "configs/grid/hinge_sn.yaml", "--seeds", "0", "1", "--generator_steps", "5",
-                 "--stack", "2", "--jobs", "1", "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")])
-    assert [r["generator_steps"] for r in rows] == [5, 5]
-    for row in rows:
-        log = (tmp_path / "runs" / "logs" / f"{Path(row['run_dir']).name}.log").read_text()
+    """The runner does not group such a config (below); members that find themselves grouped anyway say why
+    and train alone."""
+    logs = train_group(tmp_path, "group", [argv(seed, 5, tmp_path / f"group{seed}", config="configs/grid/hinge_sn.yaml")
+                                           for seed in (0, 1)])  # spectral norm on D
+    for log in logs:
         assert "Training alone, not stacked with the other seeds" in log and "spectral norm" in log
-        assert JOINED not in log
+        assert JOINED not in log and "Final evaluation (generator iteration 5)" in log
 
 
 def test_seeds_are_grouped_by_config_in_groups_of_nearly_equal_size():
-    cells = [(("a", seed), ("a", seed)) for seed in range(5)] + [(("b", 0), ("b", 0))]
+    stackable, other = "configs/grid/nonsaturating.yaml", "configs/grid/hinge_sn.yaml"  # spectral norm: alone
+    cells = [((stackable, seed), (stackable, seed)) for seed in range(5)] + [((other, s), (other, s)) for s in (0, 1)]
     sizes = lambda stack: [[key[1] for key, _ in group] for group in seed_groups(cells, stack)]  # noqa: E731
-    assert sizes(4) == [[0, 2, 4], [1, 3], [0]]
-    assert sizes(5) == [[0, 1, 2, 3, 4], [0]]
-    assert sizes(1) == [[0], [1], [2], [3], [4], [0]]
+    assert sizes(4) == [[0, 2, 4], [1, 3], [0], [1]]
+    assert sizes(5) == [[0, 1, 2, 3, 4], [0], [1]]
+    assert sizes(1) == [[0], [1], [2], [3], [4], [0], [1]]
+
+
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs" / "grid").glob("*.yaml"))
+                         + ["configs/stacked_digits/nonsaturating_dcgan.yaml", "configs/quickstart.yaml"])
+def test_the_runner_groups_exactly_the_configs_that_stack(config, tmp_path):
+    """The runner's look at the YAML agrees with what the runs find when they try (lit_gan.stacking)."""
+    cli = LitGANCLI(args=["--config", config, f"--trainer.default_root_dir={tmp_path}",
+                          f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    cli.model.trainer = cli.trainer  # the learning-rate schedule reads the run's length
+    optimizers = cli.model.configure_optimizers()
+    try:
+        check_stackable(cli.model, optimizers[0] if isinstance(optimizers, tuple) else optimizers)
+        stacks = True
+    except NotStackable:
+        stacks = False
+    assert looks_stackable(ROOT / config) == stacks

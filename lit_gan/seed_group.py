@@ -143,12 +143,14 @@ class StackLink:
         # fingerprint of the model's hyperparameters (48 bits: exact in a float64).
         self.position = group.shared("position", (size, 5), torch.float64)
         self.rng = group.shared("rng", (size, RNG_BYTES), torch.uint8)
-        self.request = group.shared("request", (size, 4), torch.float64)  # update number, batch size, lr_d, lr_g
+        # Per member: update number, batch size, lr_d, lr_g, whether G's update follows D's.
+        self.request = group.shared("request", (size, 5), torch.float64)
         self.values = group.shared("values", (size, MAX_METRICS))
         self.keys = group.shared("keys", (KEYS_BYTES,), torch.uint8)
         self.status = group.shared("status", (2,), torch.int64)
         self.real: Optional[Tensor] = None
         self.stack: Optional[SeedStack] = None
+        self.generator_results: Optional[dict[str, Tensor]] = None
 
         d_step, g_step = adam_step(self.optimizers[0]), adam_step(self.optimizers[1])
         fingerprint = int(hashlib.sha256(repr(sorted(module.hparams.items())).encode()).hexdigest()[:12], 16)
@@ -216,33 +218,43 @@ class StackLink:
             self.group.break_up(self.group.slot)
 
     def update_discriminator(self, real: Tensor, measure: bool) -> Optional[dict[str, Tensor]]:
-        return self._update("discriminator", real, measure)
-
-    def update_generator(self, real: Tensor, measure: bool) -> Optional[dict[str, Tensor]]:
-        return self._update("generator", real, measure)
-
-    def _update(self, role: str, real: Tensor, measure: bool) -> Optional[dict[str, Tensor]]:
-        """This member's part of one update of every member; None when it must make it alone."""
+        """This member's D update made with the others' (and, when G's update follows it in the module's
+        cycle, that one too: one meeting per generator iteration); None when it must make it alone."""
         if not self.joined:
             return None
         self.updates += 1
-        slot, size = self.group.slot, self.group.size
+        slot, size, module = self.group.slot, self.group.size, self.module
         if self.real is None:
             self.real = self.group.shared("real", (size, *real.shape))
-        if role == "discriminator":
-            if real.shape != self.real.shape[1:]:
-                self._alone()
-                return None
-            self.real[slot].copy_(real)
+        if real.shape != self.real.shape[1:]:
+            self._alone()
+            return None
+        self.real[slot].copy_(real)
         self.rng[slot].copy_(torch.get_rng_state())
+        generator_follows = (module.discriminator_step + 1) % module.n_critic == 0
         lr_d, lr_g = (o.param_groups[0]["lr"] for o in self.optimizers)
-        self.request[slot] = torch.tensor([self.updates, real.shape[0], lr_d, lr_g], dtype=torch.float64)
-        if not self._together(self.updates, lambda: self._stacked_update(role, measure)):
+        self.request[slot] = torch.tensor([self.updates, real.shape[0], lr_d, lr_g, generator_follows],
+                                          dtype=torch.float64)
+        if not self._together(self.updates, lambda: self._stacked_update(generator_follows, measure)):
             return None
         torch.set_rng_state(self.rng[slot].clone())
         length = int.from_bytes(bytes(self.keys[:8].tolist()), "little")
-        keys = json.loads(bytes(self.keys[8:8 + length].tolist()))
-        return {key: self.values[slot, i].clone() for i, key in enumerate(keys)}
+        results, column = [], 0
+        for keys in json.loads(bytes(self.keys[8:8 + length].tolist())):
+            results.append({key: self.values[slot, column + i].clone() for i, key in enumerate(keys)})
+            column += len(keys)
+        self.generator_results = results[1] if generator_follows else None
+        return results[0]
+
+    def update_generator(self, real: Tensor, measure: bool) -> Optional[dict[str, Tensor]]:
+        """This member's G update, made by the group with its last D update; None when it makes it alone."""
+        if not self.joined:
+            return None
+        if self.generator_results is None:  # the group made this member's D update without the G one
+            raise RuntimeError("the seed group has no generator update for this member: the module's "
+                               "D/G cycle and the group's disagree")
+        results, self.generator_results = self.generator_results, None
+        return results
 
     # ------------------------------------------------------------------ member 0
     def _start_stack(self) -> None:
@@ -263,11 +275,12 @@ class StackLink:
         optimizers = [tuple(self.optimizers)] + [o for _, o in shadows]
         self.stack = SeedStack(modules, optimizers, storage=self.storage)
 
-    def _stacked_update(self, role: str, measure: bool) -> None:
+    def _stacked_update(self, generator_follows: bool, measure: bool) -> None:
         requests = self.request.tolist()
         if len({tuple(r) for r in requests}) != 1:
-            raise NotStackable(f"the members asked for different updates (number, batch, learning rates): {requests}")
-        number, batch, lr_d, lr_g = requests[0]
+            raise NotStackable(f"the members asked for different updates (number, batch, learning rates, "
+                               f"G's turn): {requests}")
+        number, batch, lr_d, lr_g, _ = requests[0]
         for module, (opt_d, opt_g) in zip(self.stack.modules[1:], zip(self.stack.adam_d.optimizers[1:],
                                                                       self.stack.adam_g.optimizers[1:])):
             opt_d.param_groups[0]["lr"], opt_g.param_groups[0]["lr"] = lr_d, lr_g
@@ -276,14 +289,15 @@ class StackLink:
         for state in self.rng:
             generators.append(torch.Generator())
             generators[-1].set_state(state.clone())
-        if role == "discriminator":
-            results = self.stack.update_discriminator(self.real, generators, measure)
-        else:
-            results = self.stack.update_generator(int(batch), generators, measure)
+        updates = [self.stack.update_discriminator(self.real, generators, measure)]
+        if generator_follows:
+            updates.append(self.stack.update_generator(int(batch), generators, measure))
         for state, generator in zip(self.rng, generators):
             state.copy_(generator.get_state())
-        keys = list(results[0])
+        keys = [list(results[0]) for results in updates]
         encoded = json.dumps(keys).encode()
         self.keys[:8 + len(encoded)] = torch.tensor(list(len(encoded).to_bytes(8, "little") + encoded),
                                                     dtype=torch.uint8)
-        self.values[:, :len(keys)] = torch.stack([torch.stack([r[k].float() for k in keys]) for r in results])
+        rows = [torch.stack([results[k][key].float() for results, names in zip(updates, keys) for key in names])
+                for k in range(self.group.size)]  # member k: its D update's values, then its G update's
+        self.values[:, :len(rows[0])] = torch.stack(rows)

@@ -40,11 +40,12 @@ def assert_same_run(ours: dict, theirs: dict) -> None:
 
 
 def test_runs_in_seed_groups_give_the_numbers_of_runs_alone(tmp_path):
-    """The small non-saturating MLP, and R1 with a batch-norm generator and learning-rate decay."""
-    configs = ["configs/grid/nonsaturating.yaml", "configs/ring/r1_sharp.yaml"]
+    """The small non-saturating MLP; R1 with a batch-norm generator and learning-rate decay; WGAN-GP with
+    5 critic steps per generator step."""
+    configs = ["configs/grid/nonsaturating.yaml", "configs/ring/r1_sharp.yaml", "configs/grid/wgan_gp.yaml"]
     rows = {}
     for stack in (3, 1):
-        rows[stack] = main(["--configs", *configs, "--seeds", "0", "1", "2", "--generator_steps", "30",
+        rows[stack] = main(["--configs", *configs, "--seeds", "0", "1", "2", "--generator_steps", "20",
                             "--stack", str(stack), "--jobs", "2", "--out", str(tmp_path / f"out{stack}"),
                             "--runs_dir", str(tmp_path / f"runs{stack}")])
     logs = tmp_path / "runs3" / "logs"

@@ -189,8 +189,12 @@ def train_process(context, argv: list[str], log: Path, threads: int, environment
 
 
 def stack_directory() -> str:
-    """A new folder for a seed group's shared tensors, on a RAM disk where there is one."""
-    return tempfile.mkdtemp(prefix="lit-gan-stack-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    """A new folder for a seed group's shared tensors: on the RAM disk where there is one with room (a few MB
+    for the toy MLPs, ~25 MB for a 4 x 400 generator; containers often give /dev/shm only 64 MB, and a full
+    one would crash the runs), else in the temporary folder."""
+    ram = "/dev/shm"
+    roomy = os.path.isdir(ram) and shutil.disk_usage(ram).free >= 1 << 30
+    return tempfile.mkdtemp(prefix="lit-gan-stack-", dir=ram if roomy else None)
 
 
 def run_group(cells: list[tuple], context, **options) -> list:

@@ -8,7 +8,7 @@ batch and the state of its random-number generator there and says so (a semaphor
 have, runs the update of all of them as one :class:`~lit_gan.stacking.SeedStack` and lets each go on (a
 semaphore per member); each then reads back its losses and its generator's new state. Only member 0
 writes while the others wait, and each member's numbers are its run's alone, to the bit
-(tests/test_study.py).
+(tests/test_seed_group.py).
 
 When the group cannot go on together (the runs are not stackable or not at the same step, a member
 stops early, fails or is interrupted), the group is broken up and every member carries on alone from

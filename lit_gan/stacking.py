@@ -337,21 +337,11 @@ class SeedStack:
         for k, (module, loss) in enumerate(zip(self.modules, losses)):
             values = {"loss/discriminator": loss.detach(), **{name: p[k].detach() for name, p in penalties.items()}}
             if measure:
-                values.update(self._discriminator_metrics(module, k, real_logits[k].detach(), fake_logits[k].detach()))
+                grad_norm = torch.nn.utils.get_total_norm([p.grad[k] for p in self.discriminator.parameters()])
+                values.update(module.discriminator_step_metrics(real_logits[k].detach(), fake_logits[k].detach(),
+                                                                grad_norm))
             results.append(values)
         return results
-
-    def _discriminator_metrics(self, module, k: int, real_logits: Tensor, fake_logits: Tensor) -> dict[str, Tensor]:
-        metrics = {
-            "grad_norm/discriminator": torch.nn.utils.get_total_norm([p.grad[k] for p in self.discriminator.parameters()]),
-            "discriminator/real": real_logits.mean(),
-            "discriminator/fake": fake_logits.mean(),
-            **module.discriminator_metrics(real_logits, fake_logits),
-        }
-        if module.decision_threshold is not None:
-            metrics["discriminator/accuracy_real"] = (real_logits > module.decision_threshold).float().mean()
-            metrics["discriminator/accuracy_fake"] = (fake_logits <= module.decision_threshold).float().mean()
-        return metrics
 
     def update_generator(self, batch_size: int, generators: Sequence[torch.Generator],
                          measure: bool = True) -> list[dict[str, Tensor]]:

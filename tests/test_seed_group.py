@@ -39,6 +39,7 @@ def assert_same_run(ours: dict, theirs: dict) -> None:
     assert torch.equal(ours["rng_states"]["torch"], theirs["rng_states"]["torch"])
 
 
+@pytest.mark.slow
 def test_runs_in_seed_groups_give_the_numbers_of_runs_alone(tmp_path):
     """The small non-saturating MLP; R1 with a batch-norm generator and learning-rate decay; WGAN-GP with
     5 critic steps per generator step."""

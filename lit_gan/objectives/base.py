@@ -436,10 +436,13 @@ class GANModule(pl.LightningModule):
         losses = {"loss/discriminator": loss.detach(), **{k: v.detach() for k, v in penalties.items()}}
         if not measure:
             return losses
-        real_logits, fake_logits = real_logits.detach(), fake_logits.detach()
+        return {**losses, **self.discriminator_step_metrics(real_logits.detach(), fake_logits.detach(),
+                                                            gradient_norm(self.discriminator))}
+
+    def discriminator_step_metrics(self, real_logits: Tensor, fake_logits: Tensor, grad_norm: Tensor) -> dict[str, Tensor]:
+        """What is worth logging after a D update, besides its losses (also for a stack of seeds: lit_gan.stacking)."""
         metrics = {
-            **losses,
-            "grad_norm/discriminator": gradient_norm(self.discriminator),
+            "grad_norm/discriminator": grad_norm,
             "discriminator/real": real_logits.mean(),
             "discriminator/fake": fake_logits.mean(),
             **self.discriminator_metrics(real_logits, fake_logits),

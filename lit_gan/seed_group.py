@@ -20,7 +20,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Optional
 
@@ -87,8 +89,14 @@ class GroupMember(Callback):
     def __init__(self, group: SeedGroup):
         self.group = group
         self.link: Optional[StackLink] = None
+        self.interrupted = False
+        self.previous_handler = None
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # Ctrl-C reaches every member at once, and member 0 may be writing the others' weights: take it at
+        # the next batch boundary (as Lightning takes SIGTERM), where each run's state is whole to save.
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self._interrupt)
         try:
             self.link = StackLink(self.group, trainer, module)
         except NotStackable as reason:
@@ -100,11 +108,30 @@ class GroupMember(Callback):
             print(f"Seed group: this run makes its updates as one stacked computation with {self.group.size - 1} "
                   "other(s) of its config; its numbers are its own (lit_gan/seed_group.py)", flush=True)
 
+    def _interrupt(self, signum, frame) -> None:
+        self.interrupted = True
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.interrupted:
+            self.interrupted = False
+            raise KeyboardInterrupt  # Lightning's own handling: checkpoint callbacks save, the run stops
+
+    def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+        # The run's tensors are views of the group's shared buffers, and torch.save would write those whole
+        # (every member's weights and moments): save copies of the run's own.
+        checkpoint["state_dict"] = {k: v.clone() for k, v in checkpoint["state_dict"].items()}
+        for state in checkpoint.get("optimizer_states", []):
+            state["state"] = {i: {k: v.clone() if isinstance(v, Tensor) else v for k, v in entry.items()}
+                              for i, entry in state["state"].items()}
+
     def leave(self, module: pl.LightningModule) -> None:
         if self.link is not None:
             self.link.leave()
         if isinstance(module, GANModule):
             module.seed_group = None
+        if self.previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self.previous_handler)  # training is over: Ctrl-C as usual again
+            self.previous_handler = None
 
     def on_train_end(self, trainer, module) -> None:
         self.leave(module)
@@ -139,12 +166,12 @@ class StackLink:
             steps = group.shared(f"{role}.steps", (size,))  # Adam's count, one per member (each its own until joined)
             moments = (group.shared(f"{role}.exp_avg", (length,)), group.shared(f"{role}.exp_avg_sq", (length,)), steps)
             self.storage[role] = (flat, buffers, moments)
-        # Where each member stands, for member 0 to check that all can stack: Adam steps, clock, and a
-        # fingerprint of the model's hyperparameters (48 bits: exact in a float64).
-        self.position = group.shared("position", (size, 5), torch.float64)
+        # Where each member stands, for member 0 to check that all can stack: Adam steps, clock, instance
+        # noise's horizon, and a fingerprint of the model's hyperparameters (48 bits: exact in a float64).
+        self.position = group.shared("position", (size, 6), torch.float64)
         self.rng = group.shared("rng", (size, RNG_BYTES), torch.uint8)
-        # Per member: update number, batch size, lr_d, lr_g, whether G's update follows D's.
-        self.request = group.shared("request", (size, 5), torch.float64)
+        # Per member: update number, batch size, lr_d, lr_g, whether G's update follows D's, whether to measure.
+        self.request = group.shared("request", (size, 6), torch.float64)
         self.values = group.shared("values", (size, MAX_METRICS))
         self.keys = group.shared("keys", (KEYS_BYTES,), torch.uint8)
         self.status = group.shared("status", (2,), torch.int64)
@@ -154,8 +181,10 @@ class StackLink:
 
         d_step, g_step = adam_step(self.optimizers[0]), adam_step(self.optimizers[1])
         fingerprint = int(hashlib.sha256(repr(sorted(module.hparams.items())).encode()).hexdigest()[:12], 16)
+        hp = module.hparams
+        horizon = (hp.instance_noise_steps or module.total_generator_steps()) if hp.instance_noise else 0
         self.position[slot] = torch.tensor([d_step, g_step, module.generator_step, module.discriminator_step,
-                                            fingerprint], dtype=torch.float64)
+                                            horizon, fingerprint], dtype=torch.float64)
         for role, network, optimizer in zip(("discriminator", "generator"), (module.discriminator, module.generator),
                                             self.optimizers):
             flat, buffers, moments = self.storage[role]
@@ -174,7 +203,9 @@ class StackLink:
             group.arrived.release()
             group.go[group.slot].acquire()
             done, outcome = self.status.tolist()
-            if done == number and outcome == DONE:
+            # Member 0 writes update n+1's status only after making update n (and this member's inputs for
+            # n+1 are not written yet, so n's outputs stand): a later number means n was made.
+            if (done == number and outcome == DONE) or done > number:
                 return True
             if done == number and outcome in (STARTED, FAILED):
                 raise RuntimeError("the seed group's member 0 stopped in the middle of an update: this run's "
@@ -192,6 +223,13 @@ class StackLink:
             work()
         except NotStackable as reason:  # raised before anything shared is written
             print(f"Training alone from here, not stacked: {reason}", file=sys.stderr, flush=True)
+            return self._refuse(number)
+        except Exception as error:
+            if number != 0:
+                raise
+            # Setting up the stack writes nothing shared: everyone can still train alone.
+            print(f"Training alone, the seed group could not be set up: {type(error).__name__}: {error}",
+                  file=sys.stderr, flush=True)
             return self._refuse(number)
         except BaseException:
             self.status.copy_(torch.tensor([number, FAILED]))
@@ -219,7 +257,7 @@ class StackLink:
 
     def update_discriminator(self, real: Tensor, measure: bool) -> Optional[dict[str, Tensor]]:
         """This member's D update made with the others' (and, when G's update follows it in the module's
-        cycle, that one too: one meeting per generator iteration); None when it must make it alone."""
+        cycle, that one too: one meeting per D step); None when it must make it alone."""
         if not self.joined:
             return None
         self.updates += 1
@@ -233,7 +271,7 @@ class StackLink:
         self.rng[slot].copy_(torch.get_rng_state())
         generator_follows = (module.discriminator_step + 1) % module.n_critic == 0
         lr_d, lr_g = (o.param_groups[0]["lr"] for o in self.optimizers)
-        self.request[slot] = torch.tensor([self.updates, real.shape[0], lr_d, lr_g, generator_follows],
+        self.request[slot] = torch.tensor([self.updates, real.shape[0], lr_d, lr_g, generator_follows, measure],
                                           dtype=torch.float64)
         if not self._together(self.updates, lambda: self._stacked_update(generator_follows, measure)):
             return None
@@ -280,7 +318,7 @@ class StackLink:
         if len({tuple(r) for r in requests}) != 1:
             raise NotStackable(f"the members asked for different updates (number, batch, learning rates, "
                                f"G's turn): {requests}")
-        number, batch, lr_d, lr_g, _ = requests[0]
+        number, batch, lr_d, lr_g, _, _ = requests[0]
         for module, (opt_d, opt_g) in zip(self.stack.modules[1:], zip(self.stack.adam_d.optimizers[1:],
                                                                       self.stack.adam_g.optimizers[1:])):
             opt_d.param_groups[0]["lr"], opt_g.param_groups[0]["lr"] = lr_d, lr_g

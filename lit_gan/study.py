@@ -225,7 +225,7 @@ def seed_groups(cells: list[tuple], stack: int) -> list[list[tuple]]:
     groups = []
     for config in dict.fromkeys(c for _, (c, _) in cells):
         same = [cell for cell in cells if cell[1][0] == config]
-        count = -(-len(same) // max(1, stack)) if looks_stackable(ROOT / config) else len(same)
+        count = -(-len(same) // stack) if stack > 1 and looks_stackable(ROOT / config) else len(same)
         groups += [same[i::count] for i in range(count)]
     return groups
 

@@ -55,6 +55,9 @@ def test_runs_in_seed_groups_give_the_numbers_of_runs_alone(tmp_path):
     assert [[r[k] for k in scores] for r in rows[3]] == [[r[k] for k in scores] for r in rows[1]]
     for grouped, alone in zip(rows[3], rows[1]):
         assert_same_run(checkpoint(grouped["run_dir"]), checkpoint(alone["run_dir"]))
+        # Each run saves its own tensors, not the group's shared buffers (every member's weights and moments).
+        sizes = [(Path(r["run_dir"]) / "checkpoints" / "last.ckpt").stat().st_size for r in (grouped, alone)]
+        assert sizes[0] < 1.1 * sizes[1], sizes
         history = [json.loads((Path(r["run_dir"]) / "evaluation.json").read_text()) for r in (grouped, alone)]
         assert history[0] == history[1]
     assert rows[1][0]["reverse_kl"] != rows[1][1]["reverse_kl"]  # the seeds differ: the comparison is not vacuous

@@ -7,6 +7,14 @@ from torch import Tensor
 from torch.optim.adam import adam
 
 
+def step_dtype() -> torch.dtype:
+    """The dtype of Adam's step count: float32 (float64 under a float64 default), whatever the parameters'.
+
+    A bfloat16 count would stop at 256 (bf16-true sets the default dtype around training_step).
+    """
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
 class ContiguousAdam(torch.optim.Adam):
     """``torch.optim.Adam`` whose CPU step runs once over a group's parameters laid end to end.
 
@@ -127,10 +135,7 @@ class ContiguousAdam(torch.optim.Adam):
         zeros = [torch.zeros_like(p) for p in params]
         kinds = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
         merged = {k: flat([s[k] for s in states] if all(started) else zeros) for k in kinds}
-        # Adam counts in float32 (float64 under a float64 default), whatever the parameters' dtype: a
-        # bfloat16 count would stop at 256 (bf16-true sets the default dtype around training_step).
-        count_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-        step = states[0]["step"].clone() if all(started) else torch.tensor(0.0, dtype=count_dtype)
+        step = states[0]["step"].clone() if all(started) else torch.tensor(0.0, dtype=step_dtype())
         for i, p in enumerate(params):
             self.state[p] = {"step": step, **{k: merged[k][1][i] for k in kinds}}
         exp_avg, exp_avg_sq = merged["exp_avg"][0], merged["exp_avg_sq"][0]

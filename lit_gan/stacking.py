@@ -37,7 +37,7 @@ from torch.optim.adam import adam
 from lit_gan.draws import Draws
 from lit_gan.errors import ConfigError
 from lit_gan.nets import Maxout, MLPDiscriminator, MLPGenerator
-from lit_gan.optim import ContiguousAdam
+from lit_gan.optim import ContiguousAdam, step_dtype
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh)
 # GANModule arguments whose remedies SeedStack does not run, with the value that leaves them off.
@@ -257,9 +257,8 @@ class StackedAdam:
             steps = {adam_step(o) for o in optimizers}
             if len(steps) > 1:
                 raise NotStackable(f"the {role} optimizers are at different steps: {sorted(steps)}")
-            count_dtype = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
             moments = (torch.zeros_like(network.flat), torch.zeros_like(network.flat),
-                       torch.zeros(seeds, dtype=count_dtype))
+                       torch.zeros(seeds, dtype=step_dtype()))
         self.exp_avg, self.exp_avg_sq, self.steps = moments
         for k, optimizer in enumerate(optimizers):
             bind_adam(optimizer, k, moments, seeds, write=taken_over)
@@ -304,7 +303,7 @@ class SeedStack:
                 raise NotStackable("the runs differ in their penalties: a stack needs one config")
         check_stackable(first, optimizers[0])
         self.modules = list(modules)
-        # storage: role -> (flat, buffers, (exp_avg, exp_avg_sq, step)) to use as they are (lit_gan.seed_group).
+        # storage: role -> (flat, buffers, (exp_avg, exp_avg_sq, steps)) to use as they are (lit_gan.seed_group).
         flat, buffers, moments = (storage or {}).get("discriminator", (None, None, None))
         self.discriminator = StackedNetwork([m.discriminator for m in modules], "discriminator", flat, buffers)
         self.adam_d = StackedAdam(self.discriminator, [d for d, _ in optimizers], "discriminator", moments)

@@ -436,6 +436,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.out = args.out or Path("outputs/studies") / args.name
     if not args.configs:
         parser.error("give --suite or --configs")
+    for flag in ("jobs", "stack"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag}={getattr(args, flag)} is not valid: expected an integer >= 1")
     missing = [str(c) for c in args.configs if not (ROOT / c).is_file()]
     if missing:
         parser.error(f"--configs: no such file(s): {', '.join(missing)}")

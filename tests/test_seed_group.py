@@ -152,3 +152,11 @@ def test_the_runner_groups_exactly_the_configs_that_stack(config, tmp_path):
     except NotStackable:
         stacks = False
     assert looks_stackable(ROOT / config) == stacks
+
+
+@pytest.mark.parametrize("flag", ["--stack", "--jobs"])
+def test_a_study_refuses_fewer_than_one_seed_per_group_or_job(flag, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--configs", "configs/grid/nonsaturating.yaml", flag, "0", "--out", str(tmp_path / "out")])
+    assert f"{flag}=0 is not valid: expected an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -318,7 +318,7 @@ class StackLink:
         if len({tuple(r) for r in requests}) != 1:
             raise NotStackable(f"the members asked for different updates (number, batch, learning rates, "
                                f"G's turn): {requests}")
-        number, batch, lr_d, lr_g, _, _ = requests[0]
+        batch, lr_d, lr_g = requests[0][1:4]  # (update number, batch, lr_d, lr_g, G's turn, measure)
         for module, (opt_d, opt_g) in zip(self.stack.modules[1:], zip(self.stack.adam_d.optimizers[1:],
                                                                       self.stack.adam_g.optimizers[1:])):
             opt_d.param_groups[0]["lr"], opt_g.param_groups[0]["lr"] = lr_d, lr_g

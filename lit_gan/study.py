@@ -197,23 +197,36 @@ def stack_directory() -> str:
     return tempfile.mkdtemp(prefix="lit-gan-stack-", dir=ram if roomy else None)
 
 
-def run_group(cells: list[tuple], context, **options) -> list:
+def run_group(cells: list[tuple], context, report, **options) -> None:
     """:func:`run_one` for each ``(config, seed, run_id)`` of one config, at once as one seed group
-    (lit_gan.seed_group) when there are several; each cell's row, or the RuntimeError that ended it."""
+    (lit_gan.seed_group) when there are several; ``report(index, row or the RuntimeError that ended it)`` as
+    each run ends. A group that cannot be set up (no room or no semaphores) trains its seeds one by one."""
+    def run(index, **extra):
+        report(index, outcome(run_one, *cells[index], context=context, **options, **extra))
+
     if len(cells) == 1:
-        return [outcome(run_one, *cells[0], context=context, **options)]
+        return run(0)
     from lit_gan.seed_group import SeedGroup  # imports torch: only for studies that stack
 
+    directory = None
+    try:
+        directory = stack_directory()
+        group = SeedGroup.create(context, directory, len(cells))
+    except OSError as error:
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+        print(f"{cells[0][0]}: could not set up a seed group for seeds {[cell[1] for cell in cells]} "
+              f"({type(error).__name__}: {error}); training them one after another", file=sys.stderr, flush=True)
+        for index in range(len(cells)):
+            run(index)
+        return
     # One torch thread each: the members wait for member 0 most of the time, and idle OpenMP threads spinning
     # in K processes would take the cores from it.
     options["threads"] = 1
-    directory = stack_directory()
     try:
-        group = SeedGroup.create(context, directory, len(cells))
         with ThreadPoolExecutor(len(cells)) as members:
-            futures = [members.submit(outcome, run_one, *cell, context=context, seed_group=group.member(slot),
-                                      **options) for slot, cell in enumerate(cells)]
-            return [future.result() for future in futures]
+            for future in [members.submit(run, slot, seed_group=group.member(slot)) for slot in range(len(cells))]:
+                future.result()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -469,22 +482,27 @@ def main(argv: list[str] | None = None) -> list[dict]:
     context = run_context()
     options = dict(generator_steps=args.generator_steps, runs_dir=args.runs_dir.resolve(), threads=threads,
                    group=args.name)
+    lock = threading.Lock()
+
+    def record(key, result):  # each run's row goes to runs.csv as soon as it ends, even inside a seed group
+        with lock:
+            if isinstance(result, RuntimeError):
+                failed.append(f"{key[0]} seed {key[1]}")
+                print(result, file=sys.stderr, flush=True)
+                return
+            results[key] = result
+            print(f"{key[0]} seed {key[1]}: {result}", flush=True)
+            del run_ids[key]
+            write_csv([results[k] for k in keys if k in results], args.out / "runs.csv")
+            save_started(run_ids, started_path)
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_group, [(c, s, run_ids[k]) for k, (c, s) in group], context, **options):
-                   [k for k, _ in group]
-                   for group in seed_groups([(k, cell) for k, cell in zip(keys, cells) if k in run_ids], args.stack)}
+        futures = [pool.submit(run_group, [(c, s, run_ids[k]) for k, (c, s) in group], context,
+                               lambda index, result, group=group: record(group[index][0], result), **options)
+                   for group in seed_groups([(k, cell) for k, cell in zip(keys, cells) if k in run_ids], args.stack)]
         try:
-            for future in as_completed(futures):  # record each group's runs as soon as they finish
-                for key, result in zip(futures[future], future.result()):
-                    if isinstance(result, RuntimeError):
-                        failed.append(f"{key[0]} seed {key[1]}")
-                        print(result, file=sys.stderr, flush=True)
-                        continue
-                    results[key] = result
-                    print(f"{key[0]} seed {key[1]}: {result}", flush=True)
-                    del run_ids[key]
-                write_csv([results[k] for k in keys if k in results], args.out / "runs.csv")
-                save_started(run_ids, started_path)
+            for future in as_completed(futures):
+                future.result()
         except BaseException:  # Ctrl-C: the runs under way stop with the study (same process group); start no queued one
             for future in futures:
                 future.cancel()

@@ -15,7 +15,9 @@ import torch
 from lit_gan.seed_group import SeedGroup
 from lit_gan.cli import LitGANCLI
 from lit_gan.stacking import NotStackable, check_stackable
-from lit_gan.study import ROOT, looks_stackable, main, run_context, seed_groups, stack_directory, train_process
+import lit_gan.study
+from lit_gan.study import (ROOT, looks_stackable, main, run_context, run_group, seed_groups, stack_directory,
+                           train_process)
 
 JOINED = "Seed group: this run makes its updates as one stacked computation"
 
@@ -160,3 +162,37 @@ def test_a_study_refuses_fewer_than_one_seed_per_group_or_job(flag, tmp_path, ca
         main(["--configs", "configs/grid/nonsaturating.yaml", flag, "0", "--out", str(tmp_path / "out")])
     assert f"{flag}=0 is not valid: expected an integer >= 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_each_run_of_a_group_is_reported_when_it_ends(tmp_path):
+    """A member that fails at once (its checkpoint is unreadable) is reported while the other still trains,
+    alone, to its end."""
+    runs = tmp_path / "runs"
+    broken = runs / "lit-gan" / "bbbb1111" / "checkpoints" / "last.ckpt"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a checkpoint")
+    reports = []
+
+    def report(index, result):
+        reports.append((index, result, "Final evaluation" in (runs / "logs" / "aaaa0000.log").read_text()))
+
+    config = ROOT / "configs/grid/nonsaturating.yaml"
+    run_group([(config, 0, "aaaa0000"), (config, 1, "bbbb1111")], run_context(), report, generator_steps=400,
+              runs_dir=runs, threads=1, group="test")
+    (first, error, other_done), (second, row, _) = reports
+    assert (first, second) == (1, 0)
+    assert isinstance(error, RuntimeError) and "failed" in str(error) and not other_done
+    assert row["seed"] == 0 and row["generator_steps"] == 400
+
+
+def test_a_group_that_cannot_be_set_up_trains_its_seeds_one_by_one(tmp_path, monkeypatch, capsys):
+    def no_room():
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lit_gan.study, "stack_directory", no_room)
+    rows = main(["--configs", "configs/grid/nonsaturating.yaml", "--seeds", "0", "1", "--generator_steps", "5",
+                 "--stack", "2", "--jobs", "1", "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")])
+    assert [r["seed"] for r in rows] == [0, 1] and all(r["generator_steps"] == 5 for r in rows)
+    assert "could not set up a seed group for seeds [0, 1] (OSError: [Errno 28] No space left on device); " \
+           "training them one after another" in capsys.readouterr().err
+    assert not any(JOINED in log.read_text() for log in (tmp_path / "runs" / "logs").glob("*.log"))

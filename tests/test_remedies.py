@@ -288,3 +288,14 @@ def test_instance_noise_reaches_d_inputs_until_annealed(tmp_path):
     assert module.with_instance_noise(x).std() == pytest.approx(0.25, rel=0.2)
     module.generator_step = 2
     assert module.with_instance_noise(x) is x
+
+
+def test_instance_noise_over_a_run_of_unknown_length_is_refused(tmp_path):
+    """Annealed over the whole run by default: a Trainer without max_steps gives no run to anneal over."""
+    module = small_module(instance_noise=0.1)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"model.instance_noise_steps=None is not valid: expected an integer >= 1, "
+                                          r"or a run of known length"):
+        trainer.fit(module, GridGaussians(batch_size=16, seed=0))
+    fit(small_module(instance_noise=0.1), 2, tmp_path)  # with max_steps it anneals over them

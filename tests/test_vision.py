@@ -78,3 +78,16 @@ def test_unreadable_files_fail_the_run_when_asked(tmp_path):
                              bad_files="fail")
     with pytest.raises(ValueError, match=r"expected only readable images, but .*empty.png is not .*3 such file"):
         datamodule.files()
+
+
+def test_an_image_folder_read_in_grey_and_in_colour_keeps_two_fid_caches(tmp_path):
+    """The cached real features are the folder's images as the run reads them: channels and size apart."""
+    write_pngs(tmp_path / "images", 4, "RGB")
+
+    def cache_name(**read):
+        return ImageFolder(root=str(tmp_path / "images"), num_workers=0, **read).evaluation_metric().cache_name
+
+    names = {cache_name(channels=1, resolution=16), cache_name(channels=3, resolution=16),
+             cache_name(channels=3, resolution=32)}
+    assert len(names) == 3
+    assert cache_name(channels=3, resolution=16) == cache_name(channels=3, resolution=16)

@@ -207,5 +207,5 @@ class ImageFolder(ImageDataModule):
 
     def evaluation_metric(self):
         name = "folder-" + self.fingerprint(self.files())  # changes when the folder does
-        return FidelityMetrics(self.train_dataset(), cache_name=f"{name}-{self.resolution}px",
+        return FidelityMetrics(self.train_dataset(), cache_name=f"{name}-{self.resolution}px-{self.channels}ch",
                                weights_path=self.inception_weights)

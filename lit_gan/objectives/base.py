@@ -338,6 +338,11 @@ class GANModule(pl.LightningModule):
             penalty.scaler = scaler
         self.direct_steps = lightning_wrappers_idle(self.trainer)
         self.direct_batches = batch_transfer_idle(self.trainer)
+        # Annealed over the whole run by default, which needs its length (a Trainer built in Python has
+        # max_steps=-1 unless told, and the noise would grow instead of fading).
+        require(not self.hparams.instance_noise or bool(self.hparams.instance_noise_steps)
+                or self.total_generator_steps() >= 1, "model.instance_noise_steps", self.hparams.instance_noise_steps,
+                "an integer >= 1, or a run of known length (generator_steps, trainer.max_steps) to anneal over")
 
     def step_if_any_gradient(self, optimizer) -> None:
         """``optimizer.step()``, skipped when no parameter got a gradient (a GradScaler refuses such steps).

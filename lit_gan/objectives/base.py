@@ -215,6 +215,10 @@ class GANModule(pl.LightningModule):
                 "an integer >= 0")
         require(not (feature_matching and unrolled_steps), "model.unrolled_steps", unrolled_steps,
                 "0 when feature_matching is on (the two replace the generator loss in different ways)")
+        # The look-ahead updates take D's objective alone (Metz et al. 2017, Eq. 6-7); a penalty or historical
+        # average left out of them would let G differentiate through a D the real updates never make.
+        require(not (unrolled_steps and (penalties or historical_averaging)), "model.unrolled_steps", unrolled_steps,
+                "0 with gradient penalties or historical averaging (the look-ahead updates take D's loss only)")
         require(instance_noise >= 0, "model.instance_noise", instance_noise, "a standard deviation >= 0")
         require(instance_noise_steps is None or instance_noise_steps >= 1, "model.instance_noise_steps",
                 instance_noise_steps, "null (the whole run) or an integer >= 1")

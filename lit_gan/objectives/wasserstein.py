@@ -41,6 +41,8 @@ class WGAN(Wasserstein):
     def __init__(self, *args, clip_value: float = 0.01, **kwargs):
         super().__init__(*args, **kwargs)
         require(clip_value > 0, "model.clip_value", clip_value, "a number > 0")
+        require(not self.hparams.unrolled_steps, "model.unrolled_steps", self.hparams.unrolled_steps,
+                "0 with weight clipping (the look-ahead updates do not clip)")
         self.clip_value = clip_value
 
     @torch.no_grad()

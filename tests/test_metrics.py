@@ -32,6 +32,7 @@ def test_all_samples_on_one_mode_is_full_collapse():
     assert result["modes"] == 1
     assert result["high_quality_pct"] == pytest.approx(100.0)
     assert result["reverse_kl"] == pytest.approx(math.log(25), rel=1e-6)
+    assert result["reverse_kl_hq"] == pytest.approx(math.log(25), rel=1e-6)
 
 
 def test_off_mode_points_are_not_high_quality_and_cover_nothing():
@@ -52,6 +53,14 @@ def test_exact_counts_on_a_hand_made_set():
     p = torch.tensor([3, 2, 1, 0]) / 6
     expected_kl = sum(pi * math.log(pi * 4) for pi in p.tolist() if pi > 0)
     assert result["reverse_kl"] == pytest.approx(expected_kl, rel=1e-5)
+    # high quality: (1,0) and (1.2,0) on mode 0, (0,1.25) on 1, (-1,0.05) on 2: p = (1/2, 1/4, 1/4, 0)
+    assert result["reverse_kl_hq"] == pytest.approx(0.5 * math.log(2), rel=1e-5)
+
+
+def test_the_high_quality_kl_is_undefined_without_high_quality_samples():
+    ring = RingGaussians()
+    result = scores(ring, ring.centers * 0.5)
+    assert math.isnan(result["reverse_kl_hq"]) and result["reverse_kl"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_updates_accumulate_across_batches():

@@ -31,7 +31,7 @@ def test_quick_suite_writes_table_and_plots_and_a_rerun_skips_finished_cells(tmp
     table = (tmp_path / "out" / "table.md").read_text()
     assert "### ring" in table and "### grid" in table
     assert "| `configs/grid/ns_pacgan2.yaml` | 2 | 200 |" in table
-    assert "*PacGAN Table 1: PacGAN2* (published) | 10 | | 23.8 ± 0.7 | 91.3 ± 0.8 | 0.13 ± 0.04 |" in table
+    assert "*PacGAN Table 1: PacGAN2* (published) | 10 | | 23.8 ± 0.7 | 91.3 ± 0.8 |  | 0.13 ± 0.04 |" in table
     for plot in ("samples.png", "coverage.png"):
         assert (tmp_path / "out" / plot).read_bytes()[:4] == b"\x89PNG"
     config = read_run(find_run_file(next((tmp_path / "runs" / "wandb").glob("offline-run-*"))))["config"]

@@ -98,7 +98,7 @@ def test_a_value_our_cli_refuses_is_caught(tmp_path):
 def test_a_metric_the_runs_do_not_log_or_the_wrong_direction_is_caught(tmp_path):
     (problem,) = problems(write_sweep(tmp_path, metric={"name": "eval/fid", "goal": "minimize"}))
     assert "metric.name='eval/fid' is not logged" in problem
-    assert "eval/high_quality_pct, eval/modes, eval/reverse_kl" in problem
+    assert "eval/high_quality_pct, eval/modes, eval/reverse_kl, eval/reverse_kl_hq" in problem
     (problem,) = problems(write_sweep(tmp_path, metric={"name": "eval/modes", "goal": "minimize"}))
     assert problem.endswith("metric.goal='minimize' is not valid for eval/modes: expected 'maximize'")
 
@@ -162,7 +162,8 @@ def test_each_datamodule_declares_the_keys_its_metric_logs_with_their_directions
     """``metric_goals`` (what a sweep may name) equals what ``compute()`` returns; the goal points from bad to good."""
     grid = GridGaussians()
     good = grid.centers[torch.arange(2500) % 25] + 0.05 * torch.randn(2500, 2)
-    bad = torch.full((2500, 2), 0.9)  # every sample between modes, all nearest to one
+    # Nearly every sample between modes, all nearest to one, and the few high-quality ones on one mode.
+    bad = torch.cat([torch.full((2400, 2), 0.9), grid.centers[12].expand(100, 2)])
     digits, stacked = Digits(), StackedDigits()
     stacked_real = torch.stack([stacked.train_dataset()[i][0] for i in range(2000)])
     cases = [(grid, good, bad), (digits, digits.images, (digits.images + 1.0).clamp(-1, 1)),

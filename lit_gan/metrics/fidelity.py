@@ -60,6 +60,9 @@ class FidelityMetrics(Metric):
     """FID (Heusel et al. 2017), KID (Bińkowski et al. 2018), IS (Salimans et al. 2016) and
     precision/recall (Kynkäänniemi et al. 2019) of the generated images against ``real``.
 
+    All on torch-fidelity's Inception features: precision/recall too, where the paper (and torch-fidelity's
+    default) uses VGG-16, so that one offline weights file and one cached real feature set serve every score.
+
     ``weights_path`` points at a local copy of torch-fidelity's Inception
     weights for machines without internet; ``None`` lets torch-fidelity fetch them.
     """

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lit_gan.data import GridGaussians, RingGaussians
+from lit_gan.metrics import ModeCoverage
 
 
 def scores(datamodule, samples):
@@ -70,3 +71,9 @@ def test_updates_accumulate_across_batches():
     for chunk in samples.split(100):
         metric.update(chunk)
     assert {k: v.item() for k, v in metric.compute().items()} == scores(grid, samples)
+
+
+@pytest.mark.parametrize("bad", [{"std": 0.0}, {"std": 0.05, "threshold_stds": -1.0}])
+def test_a_radius_that_holds_nothing_is_refused(bad):
+    with pytest.raises(ValueError, match=r"ModeCoverage\.(std|threshold_stds)=.* is not valid: expected"):
+        ModeCoverage(GridGaussians().centers, **bad)

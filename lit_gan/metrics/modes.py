@@ -6,6 +6,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lit_gan.errors import require
+
 
 class ModeCoverage(Metric):
     """Modes covered, % high-quality samples and reverse KL for a mixture of isotropic Gaussians.
@@ -36,6 +38,8 @@ class ModeCoverage(Metric):
 
     def __init__(self, centers: Tensor, std: float, threshold_stds: float = 3.0, **kwargs):
         super().__init__(**kwargs)
+        require(std > 0, "ModeCoverage.std", std, "a standard deviation > 0")
+        require(threshold_stds > 0, "ModeCoverage.threshold_stds", threshold_stds, "a number of standard deviations > 0")
         centers = torch.as_tensor(centers, dtype=torch.float32)
         self.register_buffer("centers", centers)
         self.radius = threshold_stds * std

@@ -211,6 +211,13 @@ def main(args=None, extra_callbacks=()) -> LitGANCLI:
             if isinstance(logger, WandbLogger):
                 try:
                     logger.experiment.finish()
+                    # finish() can return before W&B's service has written the run's file (seen under load:
+                    # an empty offline file for a moment); teardown waits for it, so the run is on disk when
+                    # main() returns. Only when no other run is open in this process.
+                    import wandb  # imported by the logger already
+
+                    if wandb.run is None:
+                        wandb.teardown()
                 except Exception as error:  # e.g. the W&B service already killed with a preempted SLURM job
                     print(f"W&B run not finished cleanly: {type(error).__name__}: {error}", file=sys.stderr)
     if status:

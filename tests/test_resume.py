@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from lit_gan.callbacks import run_directory
 from lit_gan.cli import main
 from tests.conftest import ROOT, quiet_args
 
@@ -116,3 +117,31 @@ def test_an_unwritable_checkpoint_folder_gives_a_clear_error_and_keeps_the_previ
     assert "Traceback" not in err
     assert last.read_bytes() == before
     assert torch.load(last, weights_only=True)["gan_clock"]["generator_step"] == 4
+
+
+def test_resuming_from_an_earlier_checkpoint_keeps_the_checkpoint_it_writes(tmp_path):
+    """Checkpoints at 2, 4 and 6; resumed from 2 and saving at 3 with keep=2, the run keeps its own 3 and
+    leaves the abandoned trajectory's 4 and 6 alone."""
+    base = ["--config", "configs/grid/nonsaturating.yaml", "--evaluation.num_samples=100", *quiet_args(tmp_path)]
+    first = main([*base, "--generator_steps=6", "--checkpoint.every_n_generator_steps=2", "--checkpoint.keep=3"])
+    folder = run_directory(first.trainer) / "checkpoints"
+    main([*base, "--generator_steps=3", "--checkpoint.every_n_generator_steps=3", "--checkpoint.keep=2",
+          f"--ckpt_path={folder / 'generator_step=0000002.ckpt'}"])
+    assert sorted(p.name for p in folder.glob("generator_step=*.ckpt")) == [
+        f"generator_step={step:07d}.ckpt" for step in (2, 3, 4, 6)]
+    assert torch.load(folder / "generator_step=0000003.ckpt", weights_only=True)["gan_clock"]["generator_step"] == 3
+
+
+def test_a_checkpoint_knows_the_best_score_of_its_own_iteration(tmp_path):
+    """At an iteration that is evaluated and checkpointed, best.ckpt is judged first, so last.ckpt carries the
+    best score including that evaluation (a run resumed from it does not evaluate that iteration again)."""
+    cli = main(["--config", "configs/quickstart.yaml", "--generator_steps=40", "--evaluation.every_n_generator_steps=20",
+                "--evaluation.num_samples=500", "--checkpoint.every_n_generator_steps=20",
+                "--checkpoint.monitor=eval/reverse_kl", "--checkpoint.mode=min", *quiet_args(tmp_path)])
+    folder = run_directory(cli.trainer) / "checkpoints"
+    scores = [row["eval/reverse_kl"] for row in json.loads((folder.parent / "evaluation.json").read_text())]
+    assert scores[-1] < min(scores[:-1])  # the last evaluation is the best: what this test is about
+    for name in ("last.ckpt", "generator_step=0000040.ckpt", "best.ckpt"):
+        checkpoint = torch.load(folder / name, weights_only=False)
+        (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("GeneratorCheckpoint")]
+        assert state["best_score"] == pytest.approx(scores[-1]), name

@@ -58,16 +58,18 @@ class GeneratorCheckpoint(Callback):
     def directory(self, trainer: pl.Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else run_directory(trainer) / "checkpoints"
 
+    # best.ckpt first: a checkpoint written at this iteration then holds the best score that includes this
+    # iteration's evaluation, which a run resumed from it does not repeat.
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.save_if_best(trainer, pl_module)
         step = pl_module.generator_step
         if step > 0 and step % self.every_n_generator_steps == 0 and step != self.last_saved_step:
             self.save(trainer, pl_module, numbered=True)
-        self.save_if_best(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        self.save_if_best(trainer, pl_module)
         if pl_module.generator_step != self.last_saved_step:
             self.save(trainer, pl_module, numbered=False)
-        self.save_if_best(trainer, pl_module)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         """Ctrl-C (SIGINT) or SIGTERM: keep the work done so far in ``last.ckpt``, ready to resume."""
@@ -114,7 +116,10 @@ class GeneratorCheckpoint(Callback):
             numbered_path = directory / f"generator_step={step:07d}.ckpt"
             with replacing(numbered_path) as temporary:
                 shutil.copyfile(directory / "last.ckpt", temporary)
-            for old in sorted(directory.glob("generator_step=*.ckpt"))[: -self.keep]:
+            # The oldest beyond ``keep``, among those up to this iteration: a run resumed from an earlier
+            # checkpoint leaves the later ones of the trajectory it abandoned alone (until it overwrites them).
+            earlier = [p for p in sorted(directory.glob("generator_step=*.ckpt")) if p.name <= numbered_path.name]
+            for old in earlier[: -self.keep]:
                 old.unlink()
 
     @staticmethod

@@ -91,3 +91,15 @@ def test_an_image_folder_read_in_grey_and_in_colour_keeps_two_fid_caches(tmp_pat
              cache_name(channels=3, resolution=32)}
     assert len(names) == 3
     assert cache_name(channels=3, resolution=16) == cache_name(channels=3, resolution=16)
+
+
+def test_the_unreadable_file_list_is_reused_however_the_folder_is_named(tmp_path, monkeypatch):
+    """Scanned once through a relative path, then read through the absolute one (another working directory):
+    the cached list still names the same files."""
+    broken_folder(tmp_path / "images")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="skipping 3 unreadable"):
+        relative = ImageFolder(root="images", resolution=8, num_workers=0).files()
+    with pytest.warns(UserWarning, match="skipping 3 unreadable"):
+        absolute = ImageFolder(root=str(tmp_path / "images"), resolution=8, num_workers=0).files()
+    assert [p.resolve() for p in relative] == [p.resolve() for p in absolute] and len(absolute) == 8

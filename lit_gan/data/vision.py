@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 
 from lit_gan.data.digits import ImageDataModule
 from lit_gan.errors import ConfigError, require
+from lit_gan.files import write_atomically
 from lit_gan.metrics.fidelity import FidelityMetrics
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -194,12 +195,13 @@ class ImageFolder(ImageDataModule):
         """Unreadable files and why; decoding every image is slow, so the answer is cached per folder state."""
         from lit_gan.metrics.digits import cache_directory
 
-        cache = cache_directory() / f"folder-scan-{self.fingerprint(files)}.json"
-        if cache.is_file():
-            return {Path(f): reason for f, reason in json.loads(cache.read_text()).items()}
+        cache = cache_directory() / f"folder-scan-v2-{self.fingerprint(files)}.json"
+        if cache.is_file():  # paths relative to the folder: the same however the root is spelled
+            return {self.root / f: reason for f, reason in json.loads(cache.read_text()).items()}
         problems = {f: reason for f in files if (reason := unreadable(f)) is not None}
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({str(f): reason for f, reason in problems.items()}))
+        # Atomically: other processes (DDP ranks, a study's runs) may read it while this one writes.
+        write_atomically(cache, json.dumps({str(f.relative_to(self.root)): reason for f, reason in problems.items()}))
         return problems
 
     def train_dataset(self) -> Dataset:

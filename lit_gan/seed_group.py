@@ -20,9 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Optional
 
@@ -89,14 +87,10 @@ class GroupMember(Callback):
     def __init__(self, group: SeedGroup):
         self.group = group
         self.link: Optional[StackLink] = None
-        self.interrupted = False
-        self.previous_handler = None
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        # Ctrl-C reaches every member at once, and member 0 may be writing the others' weights: take it at
-        # the next batch boundary (as Lightning takes SIGTERM), where each run's state is whole to save.
-        if threading.current_thread() is threading.main_thread():
-            self.previous_handler = signal.signal(signal.SIGINT, self._interrupt)
+        # Ctrl-C reaches every member at once, and member 0 may be writing the others' weights: every run takes
+        # it at the end of the iteration (GeneratorCheckpoint), where each run's state is whole to save.
         try:
             self.link = StackLink(self.group, trainer, module)
         except NotStackable as reason:
@@ -107,14 +101,6 @@ class GroupMember(Callback):
         if self.link.joined:
             print(f"Seed group: this run makes its updates as one stacked computation with {self.group.size - 1} "
                   "other(s) of its config; its numbers are its own (lit_gan/seed_group.py)", flush=True)
-
-    def _interrupt(self, signum, frame) -> None:
-        self.interrupted = True
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if self.interrupted:
-            self.interrupted = False
-            raise KeyboardInterrupt  # Lightning's own handling: checkpoint callbacks save, the run stops
 
     def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
         # The run's tensors are views of the group's shared buffers, and torch.save would write those whole
@@ -129,9 +115,6 @@ class GroupMember(Callback):
             self.link.leave()
         if isinstance(module, GANModule):
             module.seed_group = None
-        if self.previous_handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self.previous_handler)  # training is over: Ctrl-C as usual again
-            self.previous_handler = None
 
     def on_train_end(self, trainer, module) -> None:
         self.leave(module)

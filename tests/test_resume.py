@@ -90,8 +90,12 @@ def test_an_interrupted_run_saves_a_checkpoint_that_resumes(tmp_path, signum, ex
     assert process.returncode == exit_code, err[-2000:]
     last = next(tmp_path.glob("lit-gan/*/checkpoints/last.ckpt"))
     assert f"Saved {last}; resume with the same command plus --ckpt_path {last}" in err
-    step = torch.load(last, weights_only=True)["gan_clock"]["generator_step"]
+    clock = torch.load(last, weights_only=True)["gan_clock"]
+    step = clock["generator_step"]
     assert 0 < step < 100000
+    assert clock["discriminator_step"] == step  # a whole iteration (n_critic 1): the signal waited for its end
+    if signum == signal.SIGINT:
+        assert "Ctrl-C: stopping after this generator iteration" in err
     resumed = main(["--config", "configs/grid/nonsaturating.yaml", f"--generator_steps={step + 5}",
                     f"--ckpt_path={last}", *quiet_args(tmp_path)])
     assert resumed.model.generator_step == step + 5

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -54,9 +56,30 @@ class GeneratorCheckpoint(Callback):
         self.monitor, self.mode = monitor, mode
         self.best_score: float | None = None
         self.last_saved_step: int | None = None
+        self.interrupted = False
+        self.previous_sigint = None
 
     def directory(self, trainer: pl.Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else run_directory(trainer) / "checkpoints"
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # Ctrl-C lands anywhere in an iteration (between D's step and the clock, inside Adam's update, in a
+        # seed group while member 0 writes this run's weights), where a saved state would not resume exactly:
+        # take it at the end of the iteration, as Lightning takes SIGTERM. A second Ctrl-C stops at once.
+        if threading.current_thread() is threading.main_thread():
+            self.previous_sigint = signal.signal(signal.SIGINT, self._interrupt)
+
+    def _interrupt(self, signum, frame) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        print("\nCtrl-C: stopping after this generator iteration, with a checkpoint (Ctrl-C again stops at once)",
+              file=sys.stderr, flush=True)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self.previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self.previous_sigint)  # training is over: Ctrl-C as usual again
+            self.previous_sigint = None
 
     # best.ckpt first: a checkpoint written at this iteration then holds the best score that includes this
     # iteration's evaluation, which a run resumed from it does not repeat.
@@ -65,6 +88,9 @@ class GeneratorCheckpoint(Callback):
         step = pl_module.generator_step
         if step > 0 and step % self.every_n_generator_steps == 0 and step != self.last_saved_step:
             self.save(trainer, pl_module, numbered=True)
+        if self.interrupted:
+            self.interrupted = False
+            raise KeyboardInterrupt  # Lightning's own handling: on_exception below saves last.ckpt, the run stops
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.save_if_best(trainer, pl_module)

@@ -90,6 +90,22 @@ def test_a_nan_batch_is_reported_with_its_loss_and_generator_iteration(tmp_path)
     assert cli.model.generator_step == 10  # the check at iteration 10 stopped it
 
 
+def test_a_run_resumed_before_its_alarm_keeps_no_stale_alarm(tmp_path):
+    """Stopped by a NaN batch at iteration 7; resumed from the checkpoint at 5 on clean data, it finishes
+    without alarm, and alarms.json no longer lists the abandoned run's."""
+    _, raised, alarms = run(tmp_path, "configs/grid/nonsaturating.yaml", "--generator_steps=30",
+                            "--data=tests.test_monitor.GridWithNaNBatch", "--data.init_args.nan_batch=7",
+                            "--trainer.log_every_n_steps=10", "--evaluation.every_n_generator_steps=100",
+                            "--checkpoint.every_n_generator_steps=5")
+    assert [a["alarm"] for a in alarms] == ["non_finite"]
+    before = next(tmp_path.glob("lit-gan/*/checkpoints/generator_step=0000005.ckpt"))
+    cli, raised, alarms = run(tmp_path, "configs/grid/nonsaturating.yaml", "--generator_steps=30",
+                              "--trainer.log_every_n_steps=10", "--evaluation.every_n_generator_steps=100",
+                              "--checkpoint.every_n_generator_steps=5", f"--ckpt_path={before}")
+    assert cli.model.generator_step == 30 and raised == [] and alarms == []
+    assert not list(tmp_path.glob("lit-gan/*/alarms.json"))
+
+
 def test_a_generator_that_ignores_z_raises_the_collapse_alarm(tmp_path):
     cli, raised, alarms = run(
         tmp_path, "configs/ring/nonsaturating.yaml", "--generator_steps=60",

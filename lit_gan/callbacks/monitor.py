@@ -141,6 +141,12 @@ class StabilityMonitor(Callback):
         return self.every_n_generator_steps or max(trainer.log_every_n_steps, 1)
 
     # ----------------------------------------------------------------- hooks
+    def on_train_start(self, trainer, pl_module) -> None:
+        # A run resumed from an earlier checkpoint (the last good one after a non-finite stop, say) has the
+        # alarms raised up to that point; alarms.json must say the same, not what the abandoned run raised.
+        if trainer.is_global_zero:
+            self.write_alarms(trainer)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.iteration = pl_module.generator_step + 1  # the generator iteration this batch belongs to
 
@@ -275,6 +281,13 @@ class StabilityMonitor(Callback):
 
                 level = wandb.AlertLevel.ERROR if stop else wandb.AlertLevel.WARN
                 logger.experiment.alert(title=f"lit-gan: {kind}", text=message, level=level)
-        directory = run_directory(trainer)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_atomically(directory / "alarms.json", json.dumps(self.alarms, indent=1))
+        self.write_alarms(trainer)
+
+    def write_alarms(self, trainer: pl.Trainer) -> None:
+        """``alarms.json`` in the run directory: every alarm raised so far, or no file when there is none."""
+        path = run_directory(trainer) / "alarms.json"
+        if not self.alarms:
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps(self.alarms, indent=1))

@@ -46,4 +46,4 @@ def test_two_process_ddp_trains_and_its_mode_metric_equals_one_process(tmp_path)
     metric.update(module.generate(noise))
     single = {f"eval/{k}": float(v) for k, v in metric.compute().items()}
     for key, value in single.items():
-        assert rows[-1][key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+        assert rows[-1][key] == pytest.approx(value, rel=1e-6, abs=1e-7, nan_ok=True), key  # NaN: no high-quality sample

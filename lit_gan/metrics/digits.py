@@ -19,6 +19,7 @@ from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lit_gan.files import replacing
+from lit_gan.metrics.modes import kl_to_uniform
 
 CLASSIFIER_VERSION = 1  # bump when the architecture or training recipe changes: invalidates caches
 FEATURES = 128
@@ -158,9 +159,7 @@ class StackedDigitModes(Metric):
         self.frechet.update(samples, real=False)
 
     def compute(self) -> dict[str, Tensor]:
-        p = self.counts.double() / self.counts.sum()
-        kl = torch.where(p > 0, p * torch.log(p * 1000), torch.zeros_like(p)).sum()
-        return {"modes": (self.counts > 0).sum().float(), "reverse_kl": kl.float(),
+        return {"modes": (self.counts > 0).sum().float(), "reverse_kl": kl_to_uniform(self.counts),
                 "frechet_distance": self.frechet.compute()}
 
     def reset(self) -> None:

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
+
+
+def derived_seed(*entropy: int) -> int:
+    """A seed mixed from the non-negative integers ``entropy`` by NumPy's SeedSequence: distinct tuples give
+    unrelated streams, where sums such as ``seed + rank`` meet (rank 1 of seed 0 would replay seed 1)."""
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1, np.uint64)[0] >> 1)
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of DDP rank ``rank``'s own random stream in a run seeded ``seed``.
+
+    Rank 0 keeps ``seed``, so a one-process run and rank 0 of a DDP run draw alike; the other ranks get
+    :func:`derived_seed` ``(seed, rank)``.
+    """
+    return seed if rank == 0 else derived_seed(seed, rank)
 
 
 class Draws:

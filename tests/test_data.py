@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from lit_gan.data import GridGaussians, RingGaussians
+from lit_gan.data.toy import MixtureStream
+from lit_gan.draws import rank_seed
 
 
 def test_ring_defaults_are_pacgans():
@@ -35,9 +37,22 @@ def test_streams_are_seeded():
     assert a[0].shape == (100, 2)
 
 
+def test_ddp_ranks_draw_streams_no_other_seed_draws():
+    # Rank 0 keeps the run's seed (a one-process run and rank 0 of a DDP run see the same batches); the
+    # other ranks' streams meet neither each other nor any seed's rank 0, as ``seed + rank`` did.
+    assert rank_seed(5, 0) == 5
+    seeds = {rank_seed(seed, rank) for seed in range(50) for rank in range(8)}
+    assert len(seeds) == 400
+    centers = GridGaussians().centers
+    rank1_of_seed0 = next(iter(MixtureStream(centers, 0.05, 100, rank_seed(0, 1))))
+    rank0_of_seed1 = next(iter(MixtureStream(centers, 0.05, 100, rank_seed(1, 0))))
+    assert not torch.equal(rank1_of_seed0, rank0_of_seed1)
+
+
 @pytest.mark.parametrize("make, key", [
     (lambda: RingGaussians(std=0), "data.std"), (lambda: GridGaussians(batch_size=0), "data.batch_size"),
-    (lambda: RingGaussians(num_modes=1), "data.num_modes"),
+    (lambda: RingGaussians(num_modes=1), "data.num_modes"), (lambda: RingGaussians(radius=0), "data.radius"),
+    (lambda: GridGaussians(spacing=-2.0), "data.spacing"),
 ])
 def test_bad_settings_name_the_key(make, key):
     with pytest.raises(ValueError, match=key):

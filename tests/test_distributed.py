@@ -1,4 +1,5 @@
-"""Two CPU processes (DDP over gloo) train a toy config; the metric over both ranks is the single-process one."""
+"""Two CPU processes (DDP over gloo) train a toy config: the metric over both ranks is the single-process one, each
+rank draws its own noise, and a resumed run ends where the uninterrupted one did."""
 
 from __future__ import annotations
 
@@ -47,3 +48,15 @@ def test_two_process_ddp_trains_and_its_mode_metric_equals_one_process(tmp_path)
     single = {f"eval/{k}": float(v) for k, v in metric.compute().items()}
     for key, value in single.items():
         assert rows[-1][key] == pytest.approx(value, rel=1e-6, abs=1e-7, nan_ok=True), key  # NaN: no high-quality sample
+
+    # Each rank drew its own noise for G (one seed on both ranks made every fake batch one batch twice).
+    states = checkpoint["rank_rng_states"]
+    assert states.shape[0] == 2 and not torch.equal(states[0], states[1])
+    # Resumed from iteration 10, each rank carries on with its own saved stream: the uninterrupted run's parameters.
+    resume = command + [f"--ckpt_path={run_dirs[0] / 'checkpoints' / 'generator_step=0000010.ckpt'}"]
+    result = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = torch.load(run_dirs[0] / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["gan_clock"]["generator_step"] == 20
+    for name, tensor in checkpoint["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from lit_gan.draws import rank_seed
 from lit_gan.errors import require
 from lit_gan.metrics.modes import ModeCoverage
 
@@ -40,8 +41,8 @@ def sample_mixture(centers: Tensor, std: float, n: int, generator: torch.Generat
 class GaussianMixture(pl.LightningDataModule):
     """Training batches from a Gaussian mixture, and the mode-coverage metric that scores it.
 
-    Each process draws its own stream, seeded by ``seed`` plus its global rank,
-    so runs are reproducible and DDP ranks see different samples.
+    Each process draws its own stream, seeded by ``rank_seed(seed, global rank)``
+    (:func:`lit_gan.draws.rank_seed`), so runs are reproducible and DDP ranks see different samples.
     """
 
     metric_goals = ModeCoverage.goals  # logged as eval/<key>
@@ -66,7 +67,8 @@ class GaussianMixture(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        stream = MixtureStream(self.centers, self.std, self.batch_size, self.seed + rank, skip=self.batches_consumed)
+        seed = rank_seed(self.seed, rank)
+        stream = MixtureStream(self.centers, self.std, self.batch_size, seed, skip=self.batches_consumed)
         return DataLoader(stream, batch_size=None)
 
     def state_dict(self) -> dict:
@@ -91,6 +93,7 @@ class RingGaussians(GaussianMixture):
     def __init__(self, num_modes: int = 8, radius: float = 1.0, std: float = 0.01,
                  batch_size: int = 100, seed: int = 0):
         require(num_modes >= 2, "data.num_modes", num_modes, "an integer >= 2")
+        require(radius > 0, "data.radius", radius, "a radius > 0 (all modes would sit on one point)")
         angles = torch.arange(num_modes, dtype=torch.float64) * (2 * math.pi / num_modes)
         centers = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
         super().__init__(centers, std, batch_size, seed)
@@ -102,6 +105,7 @@ class GridGaussians(GaussianMixture):
     def __init__(self, grid_size: int = 5, spacing: float = 2.0, std: float = 0.05,
                  batch_size: int = 100, seed: int = 0):
         require(grid_size >= 2, "data.grid_size", grid_size, "an integer >= 2")
+        require(spacing > 0, "data.spacing", spacing, "a distance between modes > 0 (all modes would sit on one point)")
         axis = (torch.arange(grid_size, dtype=torch.float64) - (grid_size - 1) / 2) * spacing
         centers = torch.cartesian_prod(axis, axis)
         super().__init__(centers, std, batch_size, seed)

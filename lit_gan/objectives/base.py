@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from lit_gan.draws import GLOBAL, Draws
+from lit_gan.draws import GLOBAL, Draws, rank_seed
 from lit_gan.errors import ConfigError, require
 from lit_gan.optim import ContiguousAdam
 from lit_gan.penalties import Penalty
@@ -70,6 +70,21 @@ def rng_states() -> dict:
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
+
+
+def rank_rng_state() -> Tensor:
+    """This process's torch random state (CPU, and the current CUDA device's), as one byte tensor."""
+    states = [torch.get_rng_state()]
+    if torch.cuda.is_available():
+        states.append(torch.cuda.get_rng_state())
+    return torch.cat(states)
+
+
+def set_rank_rng_state(state: Tensor) -> None:
+    cpu_bytes = torch.get_rng_state().numel()
+    torch.set_rng_state(state[:cpu_bytes].clone())
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state(state[cpu_bytes:].clone())
 
 
 def set_rng_states(states: dict) -> None:
@@ -242,6 +257,7 @@ class GANModule(pl.LightningModule):
         self.direct_batches = False  # set at fit start: see batch_transfer_idle
         self.diverged: str | None = None  # set by the stability monitor when training must stop
         self.pending_rng_states: dict | None = None  # from a checkpoint, restored at the first batch
+        self.pending_rank_rng_states: Tensor | None = None  # DDP: every rank's torch state, (world_size, bytes)
         self.seed_group = None  # while this run updates together with others of its config (lit_gan.seed_group)
 
     # ----------------------------------------------------------------- objective
@@ -336,6 +352,11 @@ class GANModule(pl.LightningModule):
         return [opt_d, opt_g], schedulers
 
     def on_fit_start(self) -> None:
+        # Under DDP every process was seeded alike: without this each rank would draw the same noise for G
+        # (and the same penalty and instance-noise draws), and every fake batch would be one batch repeated.
+        # Rank 0 keeps the run's stream. (A resumed run then takes each rank's own saved state.)
+        if self.trainer.global_rank > 0:
+            torch.manual_seed(rank_seed(torch.initial_seed(), self.trainer.global_rank))
         # Gradient penalties differentiate D's output themselves: under 16-mixed they must scale it.
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         for penalty in self.penalties:
@@ -516,6 +537,9 @@ class GANModule(pl.LightningModule):
             "discriminator_step": self.discriminator_step,  # also the place in the n_critic cycle
         }
         checkpoint["rng_states"] = rng_states()
+        if self.trainer.world_size > 1:  # every rank saves (the strategy writes rank 0's file): gather theirs
+            gathered = self.trainer.strategy.all_gather(rank_rng_state().to(self.device))
+            checkpoint["rank_rng_states"] = gathered.cpu()
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 checkpoint["wandb_run_id"] = logger.version  # the CLI resumes this W&B run
@@ -528,8 +552,21 @@ class GANModule(pl.LightningModule):
         self.discriminator_step = clock["discriminator_step"]
         # Restored at the first training batch: starting the data loader draws from the global RNG.
         self.pending_rng_states = checkpoint.get("rng_states")
+        self.pending_rank_rng_states = checkpoint.get("rank_rng_states")
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         if self.pending_rng_states is not None:
             set_rng_states(self.pending_rng_states)
             self.pending_rng_states = None
+            self.restore_rank_rng_state()
+
+    def restore_rank_rng_state(self) -> None:
+        """Under DDP, each rank's own saved stream (rank 0's is the one just restored with the rest)."""
+        rank, saved = self.trainer.global_rank, self.pending_rank_rng_states
+        self.pending_rank_rng_states = None
+        if rank == 0:
+            return
+        if saved is not None and len(saved) == self.trainer.world_size:
+            set_rank_rng_state(saved[rank])
+        else:  # saved by another number of processes: a stream of this rank's own from rank 0's state
+            torch.manual_seed(rank_seed(int(torch.randint(2**62, ())), rank))

@@ -126,6 +126,22 @@ def test_a_generator_that_ignores_z_raises_the_collapse_alarm(tmp_path):
     assert [r["monitor/alarms"] for r in checks] == [0, 0, 1, 1, 1, 1]
 
 
+@pytest.mark.parametrize("steps, every, expected_step", [
+    (60, 25, 28),   # evaluations at 25 and 50, checks every 7 iterations: read at the check after the first
+    (45, 100, 45),  # no evaluation after warm-up but the final one, at 45: read when training ends
+])
+def test_the_coverage_alarm_does_not_need_the_cadences_to_meet(tmp_path, steps, every, expected_step):
+    cli, raised, alarms = run(
+        tmp_path, "configs/ring/nonsaturating.yaml", f"--generator_steps={steps}",
+        "--model.init_args.generator=tests.test_monitor.ConstantGenerator",
+        "--trainer.log_every_n_steps=7", f"--evaluation.every_n_generator_steps={every}",
+        "--stability.warmup_generator_steps=20", "--stability.collapse_diversity=0",  # coverage alone
+    )
+    assert [(a["alarm"], a["generator_step"]) for a in alarms] == [("collapse", expected_step)]
+    assert "equivalent of 1.0 of 8 modes" in raised[0] and "sample diversity" not in raised[0]
+    assert cli.model.generator_step == steps
+
+
 def test_a_discriminator_that_wins_outright_is_flagged(tmp_path):
     _, raised, alarms = run(
         tmp_path, "configs/ring/nonsaturating.yaml", "--generator_steps=80",
@@ -135,6 +151,18 @@ def test_a_discriminator_that_wins_outright_is_flagged(tmp_path):
     )
     assert [a["alarm"] for a in alarms] == ["discriminator_wins"]
     assert "The discriminator has won outright since generator iteration" in raised[0]
+
+
+def test_discriminator_wins_is_checked_when_the_monitor_and_logging_cadences_differ(tmp_path):
+    # Logged every 5 iterations, checked every 7: they meet only at 35, and one reading cannot span 20 iterations.
+    _, raised, alarms = run(
+        tmp_path, "configs/ring/nonsaturating.yaml", "--generator_steps=60",
+        "--model.init_args.lr_g=1e-12", "--trainer.log_every_n_steps=5", "--stability.every_n_generator_steps=7",
+        "--evaluation.every_n_generator_steps=100", "--stability.win_generator_steps=20",
+        "--stability.warmup_generator_steps=1000",
+    )
+    assert [a["alarm"] for a in alarms] == ["discriminator_wins"]
+    assert "up to iteration" in raised[0]
 
 
 @pytest.mark.slow

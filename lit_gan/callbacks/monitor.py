@@ -69,7 +69,10 @@ class StabilityMonitor(Callback):
       ``collapse_diversity`` for ``patience`` checks in a row, or (on data
       with known modes) an evaluation whose samples spread over fewer than
       ``collapse_coverage`` of the modes: ``exp(-reverse KL)``, the share of
-      equally used modes with the same entropy.
+      equally used modes with the same entropy. Each evaluation is read at the
+      first check at or after it, and the final one when training ends, so
+      the evaluation and monitor cadences need not divide each other. Under
+      DDP rank 0's verdict holds for every rank.
       Training goes on unless ``stop_on_collapse``.
     - ``discriminator_wins``: D's accuracy on both real and fake at least
       ``win_accuracy`` for ``win_generator_steps`` generator iterations on end.
@@ -111,7 +114,7 @@ class StabilityMonitor(Callback):
 
     # What a checkpoint keeps, so a resumed run raises the same alarms as an uninterrupted one.
     STATE = ("real_distance_total", "real_checks", "low_diversity_checks", "reasons", "win_since", "active", "alarms",
-             "last_checked_step")
+             "last_checked_step", "coverage_step", "accuracy_step")
 
     # ------------------------------------------------------------------ set-up
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -126,6 +129,10 @@ class StabilityMonitor(Callback):
         self.active: set[str] = set()  # alarms raised and not yet cleared, so each episode is reported once
         self.alarms: list[dict] = []
         self.last_checked_step: int | None = None
+        # The evaluation and the logged D accuracies the checks last read: each is read once, at the first
+        # check at or after it, whatever the three cadences (evaluation, logging, monitor) are.
+        self.coverage_step: int | None = None
+        self.accuracy_step: int | None = None
 
     def state_dict(self) -> dict:
         state = {name: getattr(self, name) for name in self.STATE}
@@ -167,8 +174,9 @@ class StabilityMonitor(Callback):
                 logger.log_metrics({**values, "generator_step": step}, step=step)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if not pl_module.diverged:
-            self.check_finite(trainer, pl_module)
+        # The final evaluation (made just before, by the Evaluation callback) is checked too.
+        if not pl_module.diverged and self.check_finite(trainer, pl_module):
+            self.check_collapse(trainer, pl_module, diversity=None)
 
     # ------------------------------------------------------------------ checks
     def check_finite(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
@@ -218,18 +226,23 @@ class StabilityMonitor(Callback):
             values["monitor/spectral_norm_max"] = max(stacked)
         return values
 
-    def check_collapse(self, trainer, pl_module, diversity: float) -> None:
+    def check_collapse(self, trainer, pl_module, diversity: float | None) -> None:
+        """Diversity (``None``: no new measurement) and the newest evaluation's mode coverage."""
         step = pl_module.generator_step
         if step < self.warmup_generator_steps:
             return
-        self.low_diversity_checks = self.low_diversity_checks + 1 if diversity < self.collapse_diversity else 0
-        self.reasons["diversity"] = (
-            f"sample diversity is {diversity:.3g} of the data's (alarm below {self.collapse_diversity} for "
-            f"{self.patience} checks)" if self.low_diversity_checks >= self.patience else None)
+        if diversity is not None:
+            self.low_diversity_checks = self.low_diversity_checks + 1 if diversity < self.collapse_diversity else 0
+            self.reasons["diversity"] = (
+                f"sample diversity is {diversity:.3g} of the data's (alarm below {self.collapse_diversity} for "
+                f"{self.patience} checks)" if self.low_diversity_checks >= self.patience else None)
         evaluation = find_callback(trainer, Evaluation)
         latest = evaluation.latest if evaluation is not None else {}
+        evaluated = latest.get("generator_step", -1)
         num_modes = getattr(trainer.datamodule, "num_modes", None)
-        if latest.get("generator_step") == step and "eval/reverse_kl" in latest and num_modes:
+        if (evaluated >= self.warmup_generator_steps and evaluated != self.coverage_step
+                and "eval/reverse_kl" in latest and num_modes):
+            self.coverage_step = evaluated
             # exp(entropy) of the samples' mode histogram = num_modes * exp(-KL(p_gen || uniform)): the number
             # of equally used modes with the same spread. Unlike the count of modes hit, it does not flag a
             # run whose samples are still blurry but spread over every mode. Kept until the next evaluation.
@@ -238,6 +251,10 @@ class StabilityMonitor(Callback):
                 f"the samples spread over the equivalent of {effective:.1f} of {num_modes} modes (reverse KL "
                 f"{latest['eval/reverse_kl']:.3g}; alarm below {self.collapse_coverage:.0%} of the modes)"
                 if effective < self.collapse_coverage * num_modes else None)
+        if trainer.world_size > 1:
+            # Each rank measured diversity against its own real batches: rank 0's verdict holds for all, so
+            # every rank stops (stop_on_collapse) at the same iteration instead of leaving the others hanging.
+            self.reasons = trainer.strategy.broadcast(self.reasons, src=0)
         reasons = [r for r in self.reasons.values() if r]
         if not reasons:
             self.active.discard("collapse")
@@ -248,9 +265,12 @@ class StabilityMonitor(Callback):
                              stop=self.stop_on_collapse)
 
     def check_discriminator_wins(self, trainer, pl_module) -> None:
-        values, step = pl_module.logged_values, pl_module.generator_step
-        if values.get("generator_step") != step or "discriminator/accuracy_real" not in values:
+        """D's accuracies as last logged (read once each: the logging and monitor cadences may differ)."""
+        values = pl_module.logged_values
+        step = values.get("generator_step")
+        if step is None or step == self.accuracy_step or "discriminator/accuracy_real" not in values:
             return
+        self.accuracy_step = step
         winning = min(values["discriminator/accuracy_real"], values["discriminator/accuracy_fake"]) >= self.win_accuracy
         if not winning:
             self.win_since = None

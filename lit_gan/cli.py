@@ -143,11 +143,14 @@ class LitGANCLI(LightningCLI):
                 raise
             self.parser.error(match.group(0))
         shape = getattr(self.datamodule, "sample_shape", None)
-        if shape is not None:
-            try:
+        checkpoint = find_callback(self.trainer, GeneratorCheckpoint)
+        try:
+            if shape is not None:
                 self.model.check_data_shape(shape)
-            except ConfigError as error:
-                self.parser.error(str(error))
+            if checkpoint is not None:
+                checkpoint.check_monitor(self.datamodule, self.model)
+        except ConfigError as error:
+            self.parser.error(str(error))
 
     def _instantiate_trainer(self, config, callbacks):
         if config.get("enable_progress_bar", True) is not False and not any(

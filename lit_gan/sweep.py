@@ -142,10 +142,9 @@ def build(argv: list[str]):
 
 def logged_metrics(cli) -> dict[str, str]:
     """The evaluation keys a run built by ``cli`` logs, each with its sweep goal (maximize/minimize)."""
-    from lit_gan.callbacks.evaluation import score_prefixes
+    from lit_gan.callbacks.evaluation import evaluation_goals
 
-    goals = getattr(type(cli.datamodule), "metric_goals", {})
-    return {f"{prefix}/{key}": goal for prefix in score_prefixes(cli.model) for key, goal in goals.items()}
+    return evaluation_goals(cli.datamodule, cli.model) or {}
 
 
 def command_problems(sweep: dict) -> list[str]:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit_gan.callbacks import GeneratorCheckpoint
+from lit_gan.callbacks.output import find_callback
 from lit_gan.cli import LitGANCLI, main
 from lit_gan.objectives import GANModule, optimizer_steps
 from tests.conftest import ROOT, quiet_args
@@ -110,6 +112,24 @@ def test_a_misspelt_nested_key_gets_a_suggestion(capsys):
 def test_networks_that_do_not_fit_the_data_are_refused_before_training(capsys, override, expected):
     err = parse_error(capsys, ["--config", "configs/digits/nonsaturating_dcgan.yaml", override])
     assert expected in err
+
+
+@pytest.mark.parametrize("override, expected", [
+    (["--checkpoint.monitor=eval/FID"], "checkpoint.monitor='eval/FID' is not valid: expected a score the "
+     "evaluation logs for RingGaussians: eval/high_quality_pct, eval/modes, eval/reverse_kl, eval/reverse_kl_hq"),
+    (["--checkpoint.monitor=eval/modes", "--checkpoint.mode=min"], "checkpoint.mode='min' is not valid: expected "
+     "'max' (eval/modes is a score to maximize), or leave it out"),
+], ids=["unknown_score", "mode_against_goal"])
+def test_a_best_checkpoint_score_that_would_never_be_kept_is_refused(capsys, override, expected):
+    # Before, a misspelt score never wrote best.ckpt and a wrong mode kept the worst generator, both silently.
+    err = parse_error(capsys, ["--config", "configs/ring/nonsaturating.yaml", *override])
+    assert expected in err
+
+
+def test_the_best_checkpoint_mode_follows_the_scores_goal(tmp_path):
+    cli = LitGANCLI(args=["--config", "configs/ring/nonsaturating.yaml", "--checkpoint.monitor=eval/modes",
+                          *quiet_args(tmp_path), "--trainer.logger=false"])
+    assert find_callback(cli.trainer, GeneratorCheckpoint).mode == "max"
 
 
 def test_a_batch_larger_than_a_finite_dataset_is_refused_before_training(capsys, tmp_path):

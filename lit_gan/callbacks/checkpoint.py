@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_gan.callbacks.evaluation import Evaluation
+from lit_gan.callbacks.evaluation import Evaluation, evaluation_goals
 from lit_gan.callbacks.output import find_callback, run_directory
 from lit_gan.errors import require
 from lit_gan.files import replacing
@@ -42,18 +42,20 @@ class GeneratorCheckpoint(Callback):
     A model with non-finite parameters is never saved, so after a divergence
     ``last.ckpt`` still holds the last good state.
     With ``monitor`` (an evaluation score such as ``eval/fid``), ``best.ckpt``
-    holds the generator with the best score so far (``mode``: min or max).
+    holds the generator with the best score so far; ``mode`` (min or max) defaults to the score's own
+    goal, and a name the evaluation does not log or a mode against its goal is refused before training.
     """
 
     def __init__(self, every_n_generator_steps: int = 1000, keep: int = 2, dirpath: str | None = None,
-                 monitor: str | None = None, mode: Literal["min", "max"] = "min"):
+                 monitor: str | None = None, mode: Optional[Literal["min", "max"]] = None):
         require(every_n_generator_steps >= 1, "checkpoint.every_n_generator_steps", every_n_generator_steps,
                 "an integer >= 1")
         require(keep >= 0, "checkpoint.keep", keep, "an integer >= 0")
         self.every_n_generator_steps = every_n_generator_steps
         self.keep = keep
         self.dirpath = dirpath
-        self.monitor, self.mode = monitor, mode
+        self.monitor, self.requested_mode = monitor, mode
+        self.mode = mode or "min"  # settled in setup(), from the score's goal
         self.best_score: float | None = None
         self.last_saved_step: int | None = None
         self.interrupted = False
@@ -61,6 +63,21 @@ class GeneratorCheckpoint(Callback):
 
     def directory(self, trainer: pl.Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else run_directory(trainer) / "checkpoints"
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.check_monitor(trainer.datamodule, pl_module)
+
+    def check_monitor(self, datamodule, pl_module: pl.LightningModule) -> None:
+        """Refuse a ``monitor`` that would silently never write ``best.ckpt`` (a typo, a score not logged)."""
+        goals = evaluation_goals(datamodule, pl_module) if self.monitor is not None else None
+        if goals is None:  # no monitor, or a datamodule of one's own whose scores are unknown
+            return
+        require(self.monitor in goals, "checkpoint.monitor", self.monitor,
+                f"a score the evaluation logs for {type(datamodule).__name__}: {', '.join(sorted(goals))}")
+        goal = "min" if goals[self.monitor] == "minimize" else "max"
+        require(self.requested_mode in (None, goal), "checkpoint.mode", self.requested_mode,
+                f"'{goal}' ({self.monitor} is a score to {goals[self.monitor]}), or leave it out")
+        self.mode = goal
 
     def on_train_start(self, trainer, pl_module) -> None:
         # Ctrl-C lands anywhere in an iteration (between D's step and the clock, inside Adam's update, in a

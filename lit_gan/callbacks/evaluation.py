@@ -20,6 +20,15 @@ def score_prefixes(pl_module) -> dict[str, bool]:
     return {"eval": False, **({"eval_ema": True} if getattr(pl_module, "generator_ema", None) is not None else {})}
 
 
+def evaluation_goals(datamodule, pl_module) -> dict[str, str] | None:
+    """Every score the Evaluation logs for this data and module (``eval/fid``, ...) with its goal (minimize or
+    maximize); ``None`` for a datamodule that does not declare ``metric_goals``."""
+    goals = getattr(type(datamodule), "metric_goals", None)
+    if goals is None:
+        return None
+    return {f"{prefix}/{key}": goal for prefix in score_prefixes(pl_module) for key, goal in goals.items()}
+
+
 class Evaluation(Callback):
     """Before training, every ``every_n_generator_steps`` generator iterations and at the end:
     generate ``num_samples`` samples from a fixed noise batch, score them with

@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from lit_gan.data import Digits, StackedDigits
-from lit_gan.data.digits import StackedDigitsDataset, load_digits_tensors
+from lit_gan.data.digits import EpochShuffle, StackedDigitsDataset, load_digits_tensors
 from lit_gan.metrics.digits import load_digit_classifier
 
 
@@ -80,3 +81,17 @@ def test_frechet_distance_is_small_for_real_digits_and_grows_with_a_shift():
 def test_batch_larger_than_the_dataset_is_refused():
     with pytest.raises(ValueError, match="data.batch_size=5000 is not valid"):
         Digits(batch_size=5000).train_dataloader()
+
+
+def test_epoch_shuffle_orders_each_epoch_from_seed_and_epoch_alone():
+    dataset = TensorDataset(torch.arange(50))
+    sampler = EpochShuffle(dataset, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(50)) and list(sampler) == first  # the same epoch, the same order
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(second) == list(range(50)) and second != first
+    fresh = EpochShuffle(dataset, seed=3, skip=20)  # a run resumed 20 samples into epoch 1
+    fresh.set_epoch(1)
+    assert list(fresh) == second[20:] and list(fresh) == second  # the skip applies once
+    assert list(EpochShuffle(dataset, seed=4)) != first

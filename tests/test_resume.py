@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 import torch
@@ -149,3 +150,23 @@ def test_a_checkpoint_knows_the_best_score_of_its_own_iteration(tmp_path):
         checkpoint = torch.load(folder / name, weights_only=False)
         (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("GeneratorCheckpoint")]
         assert state["best_score"] == pytest.approx(scores[-1]), name
+
+
+def test_an_image_run_resumed_mid_epoch_reproduces_the_uninterrupted_run(tmp_path):
+    # 1,797 digits in batches of 64: 28 batches an epoch. Resumed from iteration 15 (mid epoch 0, crossing
+    # into epoch 1) and 30 (2 batches into epoch 1): each epoch's order and the place in it come back.
+    args = ["--config", "configs/digits/nonsaturating_dcgan.yaml", "--generator_steps=40",
+            "--evaluation.every_n_generator_steps=100", "--evaluation.num_samples=200",
+            "--checkpoint.every_n_generator_steps=15", "--trainer.log_every_n_steps=5"]
+    uninterrupted = main([*args, *quiet_args(tmp_path)])
+    final = {k: v.clone() for k, v in uninterrupted.model.state_dict().items()}
+    checkpoints = tmp_path / "lit-gan" / uninterrupted.trainer.logger.version / "checkpoints"
+    for step in (15, 30):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            resumed = main([*args, *quiet_args(tmp_path / str(step)),
+                            f"--ckpt_path={checkpoints / f'generator_step={step:07d}.ckpt'}"])
+        assert resumed.model.generator_step == 40
+        for key, value in resumed.model.state_dict().items():
+            torch.testing.assert_close(value, final[key], rtol=0, atol=0, msg=f"{key}, resumed from {step}")
+        assert not [w for w in caught if "dataloader is not resumable" in str(w.message)]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
+from lit_gan.draws import derived_seed
 from lit_gan.errors import require
 from lit_gan.metrics.digits import DigitFrechetDistance, StackedDigitModes
 
@@ -30,14 +34,38 @@ def split(n: int, held_out: float, seed: int) -> tuple[Tensor, Tensor]:
     return order[:cut], order[cut:]
 
 
+class EpochShuffle(RandomSampler):
+    """A new order of the dataset each epoch, drawn from ``(seed, epoch)`` alone (Lightning calls ``set_epoch``).
+
+    So a resumed run draws the epoch it stopped in again, where a shuffling DataLoader's generator, started
+    afresh, would replay the first epoch's order; ``skip`` then leaves out the samples the run had already
+    trained on in that epoch (once). A ``RandomSampler``, so that under DDP Lightning puts its own
+    ``DistributedSampler`` in its place (also ordered by epoch, but resumed at the start of the epoch).
+    """
+
+    def __init__(self, data_source: Dataset, seed: int, skip: int = 0):
+        super().__init__(data_source)
+        self.seed, self.epoch, self.skip = seed, 0, skip
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = torch.randperm(len(self.data_source), generator=torch.Generator().manual_seed(
+            derived_seed(self.seed, self.epoch)))
+        skip, self.skip = self.skip, 0
+        yield from order[skip:].tolist()
+
+
 class ImageDataModule(pl.LightningDataModule):
-    """Shared loader settings for the image datamodules: shuffled, full batches only."""
+    """Shared loader settings for the image datamodules: shuffled by epoch, full batches only, resumable."""
 
     def __init__(self, batch_size: int, num_workers: int, seed: int):
         super().__init__()
         require(batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
         require(num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.batches_consumed = 0  # restored from a checkpoint: where in its epoch a resumed run goes on
 
     def train_dataset(self) -> Dataset:
         raise NotImplementedError
@@ -46,10 +74,23 @@ class ImageDataModule(pl.LightningDataModule):
         dataset = self.train_dataset()
         require(len(dataset) >= self.batch_size, "data.batch_size", self.batch_size,
                 f"at most the {len(dataset)} images of {type(self).__name__}")
+        batches_per_epoch = len(dataset) // self.batch_size
+        sampler = EpochShuffle(dataset, self.seed, skip=self.batches_consumed % batches_per_epoch * self.batch_size)
         # Full batches only: batch norm and the per-batch losses assume a constant batch size.
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def state_dict(self) -> dict:
+        # Batches the module has trained on (the loader may have fetched some more ahead).
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        return {"batches_consumed": getattr(module, "discriminator_step", 0)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.batches_consumed = state_dict.get("batches_consumed", 0)
+        if self.trainer is not None and self.trainer.world_size == 1:
+            # Lightning warns that a loader without state_dict() cannot resume mid-epoch; this one can.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch",
+                                    category=PossibleUserWarning)
 
 
 class Digits(ImageDataModule):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -95,3 +96,14 @@ def test_epoch_shuffle_orders_each_epoch_from_seed_and_epoch_alone():
     fresh.set_epoch(1)
     assert list(fresh) == second[20:] and list(fresh) == second  # the skip applies once
     assert list(EpochShuffle(dataset, seed=4)) != first
+
+
+def test_a_batch_larger_than_each_ddp_process_share_is_refused():
+    # 1,797 digits over 4 processes: 450 each, so a batch of 500 would leave every rank without a full batch.
+    trainer = pl.Trainer(accelerator="cpu", devices=4, strategy="ddp", logger=False, enable_checkpointing=False)
+    datamodule = Digits(batch_size=500)
+    datamodule.trainer = trainer
+    with pytest.raises(ValueError, match="data.batch_size=500 is not valid: expected at most the 450 images each "
+                                         "of 4 processes gets of the 1797 of Digits"):
+        datamodule.train_dataloader()
+    assert len(Digits(batch_size=500).train_dataloader()) == 3  # one process: 1,797 // 500 full batches

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import lightning.pytorch as pl
@@ -72,8 +73,12 @@ class ImageDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()
-        require(len(dataset) >= self.batch_size, "data.batch_size", self.batch_size,
-                f"at most the {len(dataset)} images of {type(self).__name__}")
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        per_process = math.ceil(len(dataset) / processes)  # what each DDP rank's DistributedSampler serves
+        require(per_process >= self.batch_size, "data.batch_size", self.batch_size,
+                f"at most the {per_process} images each of {processes} processes gets of the {len(dataset)} of "
+                f"{type(self).__name__}" if processes > 1 else f"at most the {len(dataset)} images of "
+                f"{type(self).__name__}")
         batches_per_epoch = len(dataset) // self.batch_size
         sampler = EpochShuffle(dataset, self.seed, skip=self.batches_consumed % batches_per_epoch * self.batch_size)
         # Full batches only: batch norm and the per-batch losses assume a constant batch size.

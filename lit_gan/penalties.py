@@ -56,9 +56,15 @@ class Penalty:
         self.weight = weight
 
     def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor, draws: Draws = GLOBAL) -> Tensor:
+        # One run's penalty may leave ``draws`` out of its signature (only a seed stack passes other draws,
+        # and stacks take lit-gan's own penalties only).
+        if draws is GLOBAL:
+            return self.weight * self.unweighted(discriminator, real, fake)
         return self.weight * self.unweighted(discriminator, real, fake, draws)
 
     def unweighted(self, discriminator: nn.Module, real: Tensor, fake: Tensor, draws: Draws = GLOBAL) -> Tensor:
+        """The regulariser; a penalty of one's own may define it as ``unweighted(self, discriminator, real, fake)``
+        and draw from torch's global generator (then it trains runs alone, not as a seed stack)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

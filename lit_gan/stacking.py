@@ -38,6 +38,7 @@ from lit_gan.draws import Draws
 from lit_gan.errors import ConfigError
 from lit_gan.nets import Maxout, MLPDiscriminator, MLPGenerator
 from lit_gan.optim import ContiguousAdam, step_dtype
+from lit_gan.penalties import Penalty
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh)
 # GANModule arguments whose remedies SeedStack does not run, with the value that leaves them off.
@@ -117,6 +118,11 @@ def check_stackable(module, optimizers: Sequence[torch.optim.Optimizer]) -> None
     for key, off in UNSUPPORTED_OPTIONS.items():
         if module.hparams.get(key, off) != off:
             raise NotStackable(f"model.{key}={module.hparams[key]!r} cannot be stacked (only {off!r})")
+    for penalty in module.penalties:
+        # A stack hands penalties a seed dimension and each seed's own draws; lit-gan's are written for that.
+        if type(penalty).__module__ != Penalty.__module__:
+            raise NotStackable(f"penalty {type(penalty).__qualname__} is not one of lit_gan.penalties: a stack "
+                               "passes inputs with a seed dimension and a Draws per seed, which it may not handle")
     check_network(module.discriminator, "discriminator")
     check_network(module.generator, "generator")
     for optimizer, role in zip(optimizers, ("discriminator", "generator")):

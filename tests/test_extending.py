@@ -30,3 +30,27 @@ def test_an_objective_from_a_user_file_trains_through_the_cli(tmp_path, monkeypa
     assert type(cli.model).__name__ == "RelativisticGAN"
     assert cli.model.generator_step == 3
     assert len(cli.model.penalties) == 1  # the quickstart's R1 penalty composes with the new loss
+
+
+USER_PENALTY = textwrap.dedent('''
+    from lit_gan.penalties import Penalty
+
+    class LogitPenalty(Penalty):
+        """Keeps D's logits on real data near 0 (the drift term of Karras et al. 2018, Sec. A.1)."""
+
+        name = "logit"
+
+        def unweighted(self, discriminator, real, fake):
+            return discriminator(real).pow(2).mean()
+''')
+
+
+def test_a_penalty_from_a_user_file_needs_no_stacking_arguments(tmp_path, monkeypatch):
+    (tmp_path / "my_penalties.py").write_text(USER_PENALTY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    penalties = '[{"class_path": "my_penalties.LogitPenalty", "init_args": {"weight": 0.5}}]'
+    cli = main(["--config", "configs/quickstart.yaml", f"--model.init_args.penalties={penalties}",
+                "--generator_steps=3", "--evaluation.num_samples=100", *quiet_args(tmp_path), "--trainer.logger=false"])
+    assert [type(p).__name__ for p in cli.model.penalties] == ["LogitPenalty"]
+    assert cli.model.generator_step == 3
+    assert float(cli.model.step_losses["penalty/logit"]) > 0

@@ -10,7 +10,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from lit_gan.data.toy import sample_mixture
 from lit_gan.nets import DCGANGenerator, MLPDiscriminator, MLPGenerator
 from lit_gan.objectives import DRAGAN, LSGAN, WGAN, WGANGP, HingeGAN, MinimaxGAN, NonSaturatingGAN
-from lit_gan.penalties import R1Penalty
+from lit_gan.penalties import Penalty, R1Penalty
 from lit_gan.stacking import NotStackable, SeedStack
 
 GRID = torch.tensor([[x, y] for x in (-4.0, -2.0, 0.0, 2.0, 4.0) for y in (-4.0, -2.0, 0.0, 2.0, 4.0)])
@@ -152,12 +152,20 @@ def test_each_module_keeps_training_alone_after_the_stack():
     assert_identical(opt_d.state_dict(), own_d.state_dict(), "optimizer")
 
 
+class OwnPenalty(Penalty):
+    """A user's penalty, written for one run: no seed dimension, no ``draws``."""
+
+    def unweighted(self, discriminator, real, fake):
+        return discriminator(real).pow(2).mean()
+
+
 @pytest.mark.parametrize("case, message", [
     ({"discriminator": lambda: toy_discriminator(spectral_norm=True)}, "spectral norm"),
     ({"generator": lambda: DCGANGenerator(latent_dim=16, resolution=16, channels=1, width=8)}, "DCGANGenerator"),
     ({"options": {"feature_matching": True}}, "model.feature_matching=True"),
     ({"options": {"fused_adam": True}}, "model.fused_adam=True"),
     ({"options": {"unrolled_steps": 2}}, "model.unrolled_steps=2"),
+    ({"options": {"penalties": [OwnPenalty()]}}, "penalty OwnPenalty is not one of lit_gan.penalties"),
 ])
 def test_what_cannot_be_stacked_is_named(case, message):
     generator = case.get("generator", toy_generator)

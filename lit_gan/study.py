@@ -58,7 +58,7 @@ PUBLISHED = {
     "stacked_digits": ("stacked_mnist.csv", None, None, "reverse_kl"),
 }
 
-FIXED = ("config", "seed", "generator_steps", "fingerprint", "seconds", "run_dir", "alarms")
+FIXED = ("config", "seed", "generator_steps", "fingerprint", "seconds", "stack", "run_dir", "alarms")
 TEXT = ("config", "fingerprint", "run_dir", "alarms")
 
 
@@ -226,7 +226,8 @@ def run_group(cells: list[tuple], context, report, **options) -> None:
     options["threads"] = 1
     try:
         with ThreadPoolExecutor(len(cells)) as members:
-            for future in [members.submit(run, slot, seed_group=group.member(slot)) for slot in range(len(cells))]:
+            for future in [members.submit(run, slot, seed_group=group.member(slot), stack=len(cells))
+                           for slot in range(len(cells))]:
                 future.result()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -253,7 +254,9 @@ def outcome(function, *args, **kwargs):
 
 
 def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_dir: Path, threads: int, group: str,
-            context, seed_group=None) -> dict:
+            context, seed_group=None, stack: int = 1) -> dict:
+    """Train one run in its own process (a member of a seed group of ``stack`` runs when ``seed_group`` is
+    given) and return its row: final scores, alarms, and ``seconds``, the wall time of its process."""
     argv = [
         "--config", str(config),
         f"--generator_steps={generator_steps}", f"--seed_everything={seed}", f"--data.init_args.seed={seed}",
@@ -284,7 +287,7 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
         **{k.removeprefix("eval/"): v for k, v in final.items() if k.startswith("eval/")},
         **{"ema_" + k.removeprefix("eval_ema/"): v for k, v in final.items() if k.startswith("eval_ema/")},
         "alarms": alarm_names(run_dir),
-        "seconds": round(seconds, 1), "run_dir": str(run_dir),
+        "seconds": round(seconds, 1), "stack": stack, "run_dir": str(run_dir),
     }
 
 
@@ -345,7 +348,8 @@ def write_outputs(rows: list[dict], out: Path) -> None:
             cells = " | ".join(mean_and_error([r[k] for r in group]) if all(k in r for r in group) else ""
                                for k in columns)
             alarms = sum(bool(r.get("alarms")) for r in group)
-            seconds = sum(r["seconds"] for r in group) / len(group)
+            # A seed group's runs share one wall time: each costs its share of it.
+            seconds = sum(r["seconds"] / r.get("stack", 1) for r in group) / len(group)
             lines.append(f"| `{config}` | {len(group)} | {group[0]['generator_steps']:.0f} | {cells} | "
                          f"{alarms}/{len(group)} | {seconds:.0f} |")
         for ref in published_rows(name):

@@ -111,7 +111,7 @@ def test_table_gives_mean_and_standard_error_over_seeds(tmp_path):
                 "reverse_kl": kl, "alarms": alarms, "seconds": 10.0, "run_dir": str(tmp_path / "none")}
 
     rows = [row("a.yaml", 0, 20, 0.1), row("a.yaml", 1, 22, 0.3, "collapse"), row("a.yaml", 2, 24, 0.2),
-            row("b.yaml", 0, 8, 1.5)]
+            {**row("b.yaml", 0, 8, 1.5), "seconds": 40.0, "stack": 4}]  # one of 4 runs trained as a seed group
     write_outputs(rows, tmp_path)
     table = (tmp_path / "table.md").read_text().splitlines()
     # modes: mean 22, sample std 2, standard error 2/sqrt(3) = 1.2; KL: mean 0.2, se 0.1/sqrt(3) = 0.058

@@ -56,3 +56,41 @@ def test_fid_is_zero_on_itself_grows_with_a_shift_and_matches_an_independent_com
 def test_a_missing_weights_file_is_refused_with_the_key(tmp_path):
     with pytest.raises(ValueError, match="data.inception_weights="):
         FidelityMetrics([], cache_name="x", weights_path=str(tmp_path / "nope.pth"))
+
+
+@pytest.mark.slow
+def test_precision_recall_take_a_real_subset_as_large_as_the_generated_set(weights, tmp_path):
+    import torch_fidelity
+
+    from lit_gan.metrics.digits import cache_directory
+    from lit_gan.metrics.fidelity import UInt8Images, prc_reference_indices
+
+    real, fake = images(24, seed=1), images(12, seed=2, shift=0.2)
+    metric = FidelityMetrics(list(real), cache_name="test-subset-32px", weights_path=weights, feature_layer="64",
+                             kid=False, isc=False)
+    metric.update(fake)
+    ours = {k: v.item() for k, v in metric.compute().items()}
+    options = dict(feature_extractor="inception-v3-compat", feature_extractor_weights_path=weights,
+                   feature_layer_fid="64", feature_layer_prc="64", verbose=False, cuda=False)
+    subset = [real[i] for i in prc_reference_indices(24, 12)]
+    direct_prc = torch_fidelity.calculate_metrics(input1=UInt8Images(fake), input2=UInt8Images(subset), prc=True,
+                                                  **options)
+    direct_fid = torch_fidelity.calculate_metrics(input1=UInt8Images(fake), input2=UInt8Images(real), fid=True,
+                                                  **options)
+    assert ours["precision"] == pytest.approx(direct_prc["precision"]) and ours["recall"] == pytest.approx(direct_prc["recall"])
+    assert ours["fid"] == pytest.approx(direct_fid["frechet_inception_distance"], rel=1e-5)  # against all 24
+    assert sorted(set(prc_reference_indices(24, 12))) == prc_reference_indices(24, 12) and len(subset) == 12
+    assert not list((cache_directory() / "torch-fidelity").glob("lit-gan-fake-*"))  # the fakes' features go
+
+
+def test_too_few_samples_for_a_score_are_refused_before_training(weights):
+    real = list(images(24, seed=1))
+    metric = FidelityMetrics(real, cache_name="unused", weights_path=weights)
+    with pytest.raises(ValueError, match=r"evaluation.num_samples=8 is not valid: expected at least 10 samples for "
+                                         r"isc \(one per Inception Score split\), or isc: false"):
+        metric.check_sample_count(8)
+    with pytest.raises(ValueError, match=r"evaluation.num_samples=3 is not valid: expected at least 4 samples for "
+                                         r"prc, and as many real images \(there are 24\), or prc: false"):
+        FidelityMetrics(real, cache_name="unused", weights_path=weights, isc=False).check_sample_count(3)
+    metric.check_sample_count(10)
+    FidelityMetrics(real, cache_name="unused", weights_path=weights, isc=False).check_sample_count(4)

@@ -103,3 +103,23 @@ def test_the_unreadable_file_list_is_reused_however_the_folder_is_named(tmp_path
     with pytest.warns(UserWarning, match="skipping 3 unreadable"):
         absolute = ImageFolder(root=str(tmp_path / "images"), resolution=8, num_workers=0).files()
     assert [p.resolve() for p in relative] == [p.resolve() for p in absolute] and len(absolute) == 8
+
+
+def test_16_bit_images_are_scaled_not_clipped_and_the_transform_pickles(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    # A 16-bit ramp, 0 .. 65535: PIL's convert("L") alone would clip nearly all of it to white.
+    ramp = np.linspace(0, 65535, 16 * 16).round().astype(np.uint16).reshape(16, 16)
+    tmp_path.mkdir(exist_ok=True)
+    Image.fromarray(ramp).save(tmp_path / "ramp16.png")
+    write_pngs(tmp_path, 3, "L", size=(16, 16))
+    for channels in (1, 3):
+        datamodule = ImageFolder(root=str(tmp_path), resolution=16, channels=channels, batch_size=1, num_workers=0)
+        dataset = datamodule.train_dataset()
+        image = dataset[[f.name for f in dataset.files].index("ramp16.png")]
+        expected = torch.from_numpy(ramp / 65535 * 2 - 1).float()
+        assert image.shape == (channels, 16, 16)
+        torch.testing.assert_close(image[0], expected, atol=1 / 127.5 + 1e-6, rtol=0)  # 8-bit rounding
+        assert pickle.loads(pickle.dumps(dataset)).transform is not None  # spawn/forkserver workers get a copy

@@ -71,6 +71,8 @@ class Evaluation(Callback):
                 "needs a lit-gan datamodule (e.g. lit_gan.data.RingGaussians)"
             )
         self.metric = datamodule.evaluation_metric().to(pl_module.device)
+        if hasattr(self.metric, "check_sample_count"):  # before training, not at the first evaluation
+            self.metric.check_sample_count(self.num_samples)
         self.centers = getattr(datamodule, "centers", None)
         generator = torch.Generator().manual_seed(self.seed)
         self.noise = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=generator)

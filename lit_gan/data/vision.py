@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Literal, Optional
 
+import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -27,11 +28,36 @@ TORCHVISION = {
 }
 
 
+class ToMode:
+    """A PIL image in mode ``L`` or ``RGB``, 16-bit and float images scaled down first (``convert`` clips them).
+
+    A class, not a lambda, so the transform pickles for DataLoader workers started by spawn or forkserver.
+    """
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __call__(self, image):
+        from PIL import Image
+
+        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+            pixels = np.asarray(image, dtype=np.float64)
+            if image.mode == "F" and 0 <= pixels.min() and pixels.max() <= 1:
+                top = 1.0  # floats in [0, 1]
+            else:  # 16-bit integers (PIL reads 16-bit PNG and TIFF as I;16 or I); wider ones by their own range
+                top = 65535.0 if pixels.max() <= 65535 else pixels.max()
+            image = Image.fromarray((pixels.clip(0, top) / top * 255).round().astype(np.uint8), mode="L")
+        return image.convert(self.mode)
+
+    def __repr__(self) -> str:
+        return f"ToMode({self.mode!r})"
+
+
 def image_transform(resolution: int, channels: int, crop: Optional[int] = None):
     """PIL image -> float tensor in [-1, 1] with ``channels`` channels, centre-cropped and resized."""
     from torchvision import transforms
 
-    steps = [transforms.Grayscale(1) if channels == 1 else transforms.Lambda(lambda im: im.convert("RGB"))]
+    steps = [ToMode("L" if channels == 1 else "RGB")]
     if crop:
         steps.append(transforms.CenterCrop(crop))
     steps += [transforms.Resize(resolution, antialias=True), transforms.CenterCrop(resolution),

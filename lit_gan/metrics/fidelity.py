@@ -11,12 +11,13 @@ split, resolution, extractor and weights, so they are computed once.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
@@ -24,6 +25,8 @@ from lit_gan.errors import require
 from lit_gan.metrics.digits import cache_directory
 
 EXTRACTOR = "inception-v3-compat"
+ISC_SPLITS = 10  # torch-fidelity's (and Salimans et al.'s) number of Inception Score splits
+PRC_NEIGHBOURS = 3  # k of the k-NN radii of precision/recall (Kynkäänniemi et al. 2019)
 
 
 def to_uint8_rgb(images: Tensor) -> Tensor:
@@ -87,22 +90,55 @@ class FidelityMetrics(Metric):
     def update(self, images: Tensor) -> None:
         self.samples.append(to_uint8_rgb(images))
 
+    def check_sample_count(self, num_samples: int) -> None:
+        """Refuse too few samples (or real images) for a switched-on score: torch-fidelity would crash or give NaN."""
+        require(not self.switches["isc"] or num_samples >= ISC_SPLITS, "evaluation.num_samples", num_samples,
+                f"at least {ISC_SPLITS} samples for isc (one per Inception Score split), or isc: false")
+        for metric, minimum in (("kid", 2), ("prc", PRC_NEIGHBOURS + 1)):
+            require(not self.switches[metric] or min(num_samples, len(self.real)) >= minimum, "evaluation.num_samples",
+                    num_samples, f"at least {minimum} samples for {metric}, and as many real images (there are "
+                    f"{len(self.real)}), or {metric}: false")
+
     def compute(self) -> dict[str, Tensor]:
         import torch_fidelity
 
-        fake = dim_zero_cat(self.samples)
+        samples = dim_zero_cat(self.samples)
+        fake = UInt8Images(samples.cpu())
         n = min(len(fake), len(self.real))
-        results = torch_fidelity.calculate_metrics(
-            input1=UInt8Images(fake.cpu()), input2=UInt8Images(self.real), cuda=fake.is_cuda,
-            batch_size=self.batch_size, feature_extractor=EXTRACTOR, feature_layer_fid=self.feature_layer,
-            feature_layer_kid=self.feature_layer, feature_layer_prc=self.feature_layer,
-            feature_extractor_weights_path=self.weights_path, kid_subset_size=min(1000, n),
-            cache_root=str(cache_directory() / "torch-fidelity"), cache=True, input2_cache_name=self.cache_name,
-            verbose=False, **self.switches,
-        )
+        self.check_sample_count(len(fake))
+        cache_root = cache_directory() / "torch-fidelity"
+        options = dict(cuda=samples.is_cuda, batch_size=self.batch_size,
+                       feature_extractor=EXTRACTOR, feature_layer_fid=self.feature_layer,
+                       feature_layer_kid=self.feature_layer, feature_layer_prc=self.feature_layer,
+                       feature_extractor_weights_path=self.weights_path, kid_subset_size=min(1000, n),
+                       isc_splits=ISC_SPLITS, prc_neighborhood=PRC_NEIGHBOURS, cache_root=str(cache_root),
+                       cache=True, verbose=False)
+        # Precision/recall compare k-NN radii within each set, so Kynkäänniemi et al. take sets of one size,
+        # and torch-fidelity holds the real set's full distance matrix in host memory (N^2 floats: 10 GB
+        # for CIFAR-10's 50,000 images, 106 GB for CelebA's 162,770). So they take a seeded real subset as
+        # large as the generated set; FID, KID and IS keep the whole real set.
+        subset = self.switches["prc"] and n < len(self.real)
+        fake_cache = f"lit-gan-fake-{uuid.uuid4().hex}" if subset else None  # the fakes' features, computed once
+        try:
+            results = torch_fidelity.calculate_metrics(
+                input1=fake, input2=UInt8Images(self.real), input1_cache_name=fake_cache,
+                input2_cache_name=self.cache_name, **options, **(self.switches | {"prc": self.switches["prc"] and not subset}))
+            if subset:
+                real = UInt8Images(Subset(self.real, prc_reference_indices(len(self.real), n)))
+                results |= torch_fidelity.calculate_metrics(
+                    input1=fake, input2=real, input1_cache_name=fake_cache,
+                    input2_cache_name=f"{self.cache_name}-prc{n}", **options, fid=False, kid=False, isc=False, prc=True)
+        finally:
+            for path in cache_root.glob(f"{fake_cache}-*") if fake_cache else ():
+                path.unlink(missing_ok=True)
         names = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
                  "inception_score_mean": "inception_score", "precision": "precision", "recall": "recall"}
         return {ours: torch.tensor(float(results[theirs])) for theirs, ours in names.items() if theirs in results}
+
+
+def prc_reference_indices(size: int, n: int) -> list[int]:
+    """The ``n`` real images that precision/recall compare with: always the same ones for a dataset size."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(0))[:n].sort().values.tolist()
 
 
 def random_inception_weights(path: Path) -> Path:

@@ -56,8 +56,9 @@ class DCGANDiscriminator(FeatureDiscriminator):
 
     Channels double from ``width``. Batch norm (not on the first layer, as in
     DCGAN) is off by default: WGAN-GP's penalty is per-sample and batch norm
-    couples samples (Gulrajani et al. 2017, Sec. 4); ``spectral_norm`` gives
-    SNGAN's standard CNN discriminator (Miyato et al. 2018).
+    couples samples (Gulrajani et al. 2017, Sec. 4); ``spectral_norm`` puts
+    spectral normalisation (Miyato et al. 2018) on every layer. (This is a DCGAN
+    discriminator with spectral norm, not SNGAN's 7-layer "standard CNN".)
     """
 
     def __init__(self, resolution: int = 32, channels: int = 3, width: int = 64, batch_norm: bool = False,

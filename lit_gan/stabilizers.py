@@ -59,6 +59,20 @@ def update_ema(ema: nn.Module, generator: nn.Module, decay: float) -> None:
         ema_buffer.copy_(buffer)
 
 
+@torch.no_grad()
+def recompute_batch_norm(network: nn.Module, noise: Tensor, batch_size: int) -> None:
+    """Set ``network``'s batch-norm statistics to its own, averaged over ``noise`` in batches of ``batch_size``.
+
+    The moving average of G copies G's statistics, which belong to G's weights, not to the averaged ones;
+    as for SWA (Izmailov et al. 2018, Sec. 3.2: ``torch.optim.swa_utils.update_bn``, used here) the averaged
+    network's own statistics are recomputed before it is evaluated. Nothing happens without batch norm.
+    """
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules()):
+        was_training = network.training
+        torch.optim.swa_utils.update_bn(noise.split(batch_size), network, device=noise.device)
+        network.train(was_training)
+
+
 def annealed_std(initial: float, step: int, anneal_steps: int) -> float:
     """Instance noise's standard deviation at generator iteration ``step``: linear from ``initial`` to 0."""
     return initial * max(0.0, 1.0 - step / anneal_steps)

@@ -22,7 +22,8 @@ from lit_gan.nets import (
 )
 from lit_gan.objectives import WGAN, NonSaturatingGAN, optimizer_steps
 from lit_gan.penalties import GradientPenalty, R1Penalty
-from lit_gan.stabilizers import HistoricalAverage, annealed_std, make_ema, unrolled_discriminator, update_ema
+from lit_gan.stabilizers import (HistoricalAverage, annealed_std, make_ema, recompute_batch_norm,
+                                unrolled_discriminator, update_ema)
 
 
 class Recording(MLPDiscriminator):
@@ -250,6 +251,28 @@ def test_training_with_ema_keeps_it_out_of_the_optimizers_and_scores_it(tmp_path
     assert rows[0]["eval/reverse_kl"] == rows[0]["eval_ema/reverse_kl"]  # identical at step 0
     z = torch.randn(10, 4)
     assert not torch.allclose(module.generate(z), module.generate(z, ema=True))
+
+
+def test_the_moving_average_is_scored_with_its_own_batch_norm_statistics(tmp_path):
+    from lit_gan.callbacks import Evaluation
+
+    torch.manual_seed(0)
+    module = NonSaturatingGAN(MLPGenerator(latent_dim=4, width=16, depth=2, batch_norm=True),
+                              MLPDiscriminator(width=16, depth=2), lr_d=1e-2, lr_g=1e-2, ema_decay=0.9, ema_start=1)
+    evaluation = Evaluation(every_n_generator_steps=10, num_samples=500, plot=False)
+    fit(module, 10, tmp_path, [evaluation])
+    ema, noise = module.generator_ema, evaluation.statistics_noise
+    # The last evaluation left the average with statistics of its own, over the fixed statistics noise in
+    # training-size batches (16 here), not with G's copied ones.
+    expected = copy.deepcopy(ema)
+    torch.optim.swa_utils.update_bn(noise.split(16), expected)
+    for (name, buffer), wanted, copied in zip(ema.named_buffers(), expected.buffers(), module.generator.buffers()):
+        assert torch.equal(buffer, wanted), name
+        assert name.endswith("num_batches_tracked") or not torch.allclose(buffer, copied), name
+    # In one batch, the recomputed statistics make eval mode what train mode is on that batch.
+    recompute_batch_norm(ema, noise, batch_size=len(noise))
+    with torch.no_grad():
+        torch.testing.assert_close(ema.eval()(noise), ema.train()(noise), atol=5e-3, rtol=5e-3)  # unbiased var
 
 
 # --------------------------------------------------------------- historical averaging

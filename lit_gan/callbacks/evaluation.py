@@ -13,6 +13,7 @@ from lit_gan.callbacks.output import log_images, run_directory
 from lit_gan.callbacks.samples import image_grid, scatter_over_modes
 from lit_gan.errors import ConfigError, require
 from lit_gan.files import write_atomically
+from lit_gan.stabilizers import recompute_batch_norm
 
 
 def score_prefixes(pl_module) -> dict[str, bool]:
@@ -76,6 +77,7 @@ class Evaluation(Callback):
         self.centers = getattr(datamodule, "centers", None)
         generator = torch.Generator().manual_seed(self.seed)
         self.noise = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=generator)
+        self.statistics_noise = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=generator)
         self.history = []
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -99,6 +101,9 @@ class Evaluation(Callback):
         row: dict[str, float] = {}
         images: dict[str, torch.Tensor] = {}  # by score prefix
         for prefix, ema in score_prefixes(pl_module).items():
+            if ema:  # the average's own batch-norm statistics, from fixed noise of the training batch size
+                batch_size = getattr(trainer.datamodule, "batch_size", 64)
+                recompute_batch_norm(pl_module.generator_ema, self.statistics_noise.to(pl_module.device), batch_size)
             # Each DDP rank scores its share of the fixed noise; the metric's states sum over ranks.
             samples = pl_module.generate(self.noise[trainer.global_rank::trainer.world_size], ema=ema)
             if not torch.isfinite(samples).all():

@@ -7,8 +7,8 @@ Each run is ``train.py`` in a process of its own (its own W&B run under
 ``--runs_dir``, grouped in W&B by the study's name, its output in
 ``--runs_dir``/logs/RUN_ID.log), forked from a server that imported lit-gan once
 per study (a script that calls :func:`main` needs ``if __name__ == "__main__":``,
-as with any ``multiprocessing`` code); ``--jobs`` (default: one per core) runs
-that many at once with cores / jobs torch threads each. Writes into ``--out``:
+as with any ``multiprocessing`` code); ``--jobs`` (default: one per usable core) runs
+that many (seed groups, with ``--stack``) at once with cores / jobs torch threads each. Writes into ``--out``:
 ``runs.csv`` (one row per run), ``table.md`` (mean ± standard error over
 seeds per config, with the published rows for the same benchmark from
 ``docs/reference/``), ``samples.png`` (the final samples of every run) and
@@ -17,7 +17,7 @@ seeds per config, with the published rows for the same benchmark from
 Resumable: ``runs.csv`` is rewritten as each run finishes, and a rerun skips
 every cell (config, seed, length) already there whose config files (the YAML
 and the fragments it includes) have not changed since. A run that was
-interrupted (Ctrl-C, SIGTERM, a crash) continues from its last checkpoint:
+interrupted (Ctrl-C, SIGTERM to the study, which passes it on, a crash) continues from its last checkpoint:
 ``started.json`` names the W&B run of every cell started and not yet finished, and
 a rerun passes that run's ``last.ckpt`` to ``train.py --ckpt_path``.
 """
@@ -36,6 +36,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -58,7 +59,7 @@ PUBLISHED = {
     "stacked_digits": ("stacked_mnist.csv", None, None, "reverse_kl"),
 }
 
-FIXED = ("config", "seed", "generator_steps", "fingerprint", "seconds", "stack", "run_dir", "alarms")
+FIXED = ("config", "seed", "generator_steps", "final_step", "fingerprint", "seconds", "stack", "run_dir", "alarms")
 TEXT = ("config", "fingerprint", "run_dir", "alarms")
 
 
@@ -115,12 +116,14 @@ def read_rows(path: Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
-def save_started(run_ids: dict[tuple, str], path: Path) -> None:
-    """Write the W&B run ids of the cells started and not finished to ``path``; no file when none is left."""
-    if not run_ids:
+def save_started(run_ids: dict[tuple, str], path: Path, others: dict[str, str] | None = None) -> None:
+    """Write the W&B run ids of the cells started and not finished (``others``: by name, of other studies) to
+    ``path``; no file when none is left."""
+    started = {**(others or {}), **{cell_name(key): run_id for key, run_id in run_ids.items()}}
+    if not started:
         path.unlink(missing_ok=True)
         return
-    write_atomically(path, json.dumps({cell_name(key): run_id for key, run_id in run_ids.items()}, indent=1))
+    write_atomically(path, json.dumps(started, indent=1))
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -154,16 +157,29 @@ def run_context():
 # Process.start() polls every live child of the study, and with the forkserver a poll racing another
 # thread's join() can read a finished run's exit code as 255 (CPython gh-130895): start and join in turn.
 PROCESSES = threading.Lock()
+LIVE: set = set()  # the runs' processes under way: children of the forkserver, not of the study
 
 
 def run_to_end(process) -> int:
     """Start ``process``, wait for it to end and return its exit code; safe from several threads at once."""
     with PROCESSES:
         process.start()
+        LIVE.add(process)
     multiprocessing.connection.wait([process.sentinel])
     with PROCESSES:
         process.join()
+        LIVE.discard(process)
     return process.exitcode
+
+
+def stop_runs(signum, frame) -> None:
+    """SIGTERM to the study alone (a scheduler, ``kill``): pass it on to the runs, which are the forkserver's
+    children and would otherwise train on unowned; each saves ``last.ckpt`` and stops, the study with them."""
+    with PROCESSES:
+        for process in LIVE:
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+    raise SystemExit(128 + signum)
 
 
 def train_in_child(argv: list[str], log: str, threads: int, environment: dict, seed_group=None) -> None:
@@ -269,6 +285,7 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
         print(f"{config} seed {seed}: resuming its interrupted run from {last}", flush=True)
         argv.append(f"--ckpt_path={last}")
     log = runs_dir / "logs" / f"{run_id}.log"  # the run's output, as train.py prints it (a resumed run appends)
+    fingerprint = config_fingerprint(ROOT / config)  # of what this run trains, whatever is edited while it does
     start = time.perf_counter()
     try:
         exitcode = train_process(context, argv, log, threads, seed_group=seed_group)
@@ -282,8 +299,10 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
     run_dir = ROOT / re.search(r"^Run directory: (\S+)", output, re.M).group(1)
     final = json.loads((run_dir / "evaluation.json").read_text())[-1]
     return {
-        "config": str(config), "seed": seed, "generator_steps": final["generator_step"],
-        "fingerprint": config_fingerprint(config),
+        # The length asked for (the cell's key) and the one reached: a run stopped early (non-finite, or
+        # stop_on_collapse) ends before it, and is not run again by a rerun of the study.
+        "config": str(config), "seed": seed, "generator_steps": generator_steps, "final_step": final["generator_step"],
+        "fingerprint": fingerprint,
         **{k.removeprefix("eval/"): v for k, v in final.items() if k.startswith("eval/")},
         **{"ema_" + k.removeprefix("eval_ema/"): v for k, v in final.items() if k.startswith("eval_ema/")},
         "alarms": alarm_names(run_dir),
@@ -348,9 +367,11 @@ def write_outputs(rows: list[dict], out: Path) -> None:
             cells = " | ".join(mean_and_error([r[k] for r in group]) if all(k in r for r in group) else ""
                                for k in columns)
             alarms = sum(bool(r.get("alarms")) for r in group)
+            short = sum(r.get("final_step", r["generator_steps"]) < r["generator_steps"] for r in group)
+            length = f"{group[0]['generator_steps']:.0f}" + (f" ({short} stopped early)" if short else "")
             # A seed group's runs share one wall time: each costs its share of it.
             seconds = sum(r["seconds"] / r.get("stack", 1) for r in group) / len(group)
-            lines.append(f"| `{config}` | {len(group)} | {group[0]['generator_steps']:.0f} | {cells} | "
+            lines.append(f"| `{config}` | {len(group)} | {length} | {cells} | "
                          f"{alarms}/{len(group)} | {seconds:.0f} |")
         for ref in published_rows(name):
             cells = " | ".join(ref.get(k, "") for k in columns)
@@ -380,9 +401,11 @@ def plot_coverage(rows: list[dict], path: Path) -> None:
                     curves.setdefault(point["generator_step"], []).append(point)
             steps = sorted(curves)
             for row, key in enumerate(("eval/modes", "eval/reverse_kl")):
-                values = [sum(p[key] for p in curves[s]) / len(curves[s]) for s in steps if key in curves[s][0]]
-                if values:
-                    axes[row, column].plot(steps[: len(values)], values, marker=".", label=Path(config).stem)
+                # Mean over the seeds scored at each step (an evaluation of non-finite samples has no scores).
+                points = [(s, [p[key] for p in curves[s] if key in p]) for s in steps]
+                points = [(s, sum(v) / len(v)) for s, v in points if v]
+                if points:
+                    axes[row, column].plot(*zip(*points), marker=".", label=Path(config).stem)
         axes[0, column].set_title(f"{name}: modes covered (mean over seeds)")
         axes[1, column].set_title(f"{name}: reverse KL (mean over seeds)")
         axes[1, column].set_yscale("log")
@@ -423,8 +446,42 @@ def load_suite(name: str, parser: argparse.ArgumentParser) -> dict:
         known = ", ".join(sorted(p.stem for p in SUITES.glob("*.yaml")))
         parser.error(f"--suite={name} is not valid: expected one of {known} or a suite YAML file")
     suite = yaml.safe_load(path.read_text())
+    if not isinstance(suite, dict):
+        parser.error(f"--suite={name}: {path} is not valid: expected a mapping with configs, seeds, generator_steps")
+    unknown = sorted(set(suite) - {"name", "configs", "seeds", "generator_steps", "description"})
+    if unknown:
+        parser.error(f"--suite={name}: {path} has unknown key(s) {', '.join(unknown)}: expected name, configs, "
+                     "seeds, generator_steps, description")
+    kinds = {"configs": (list, str, "a list of config paths"), "seeds": (list, int, "a list of integer seeds"),
+             "generator_steps": (int, None, "an integer >= 1")}
+    for key, (kind, item, expected) in kinds.items():
+        value = suite.get(key)
+        if value is not None and not (isinstance(value, kind) and (item is None or all(isinstance(v, item) for v in value))
+                                      and (key != "generator_steps" or value >= 1)):
+            parser.error(f"--suite={name}: {key}={value!r} in {path} is not valid: expected {expected}")
     suite.setdefault("name", path.stem)
     return suite
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a SLURM job's share, a taskset), not every core of the machine."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def hold_out_folder(out: Path, parser: argparse.ArgumentParser):
+    """An exclusive lock on ``out`` for the study's lifetime: two studies writing one runs.csv lose rows."""
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): unguarded
+        return None
+    handle = open(out / ".study.lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        parser.error(f"--out {out} is in use by another study (it holds {out / '.study.lock'}); wait for it, or "
+                     "give another --out")
+    return handle
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -436,8 +493,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--generator_steps", type=int, help="default: the suite's, else 5000")
     # One single-threaded run per core: 1.52-2.15x the runs per hour of one run at a time with every core on
     # the toy MLPs (benchmarks/study_throughput.py, docs/PERFORMANCE.md).
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="runs at once, each with cores / jobs torch threads (default: one per core)")
+    parser.add_argument("--jobs", type=int, default=usable_cores(),
+                        help="runs (with --stack: seed groups) at once, each with cores / jobs torch threads "
+                             "(default: one per core this process may use)")
     parser.add_argument("--stack", type=int, default=1,
                         help="train up to this many seeds of a config as one stacked computation, each seed still "
                              "its own run with its own numbers (lit_gan/seed_group.py; default 1: each alone)")
@@ -448,19 +506,36 @@ def main(argv: list[str] | None = None) -> list[dict]:
     suite = load_suite(args.suite, parser) if args.suite else {}
     args.configs = [Path(c) for c in suite.get("configs", [])] + (args.configs or [])
     args.seeds = args.seeds or suite.get("seeds", [0])
-    args.generator_steps = args.generator_steps or suite.get("generator_steps", 5000)
+    if args.generator_steps is None:
+        args.generator_steps = suite.get("generator_steps", 5000)
     args.name = args.name or suite.get("name", "study")
     args.out = args.out or Path("outputs/studies") / args.name
     if not args.configs:
         parser.error("give --suite or --configs")
-    for flag in ("jobs", "stack"):
+    for flag in ("jobs", "stack", "generator_steps"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag}={getattr(args, flag)} is not valid: expected an integer >= 1")
     missing = [str(c) for c in args.configs if not (ROOT / c).is_file()]
     if missing:
         parser.error(f"--configs: no such file(s): {', '.join(missing)}")
+    # A cell listed twice would train twice into one run directory and count as two seeds.
+    for flag, values in (("--configs (with the suite's)", [(ROOT / c).resolve() for c in args.configs]),
+                         ("--seeds", args.seeds)):
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            parser.error(f"{flag}: {', '.join(repeated)} given more than once: expected each once")
     args.out.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    lock = hold_out_folder(args.out, parser)
+    try:
+        return run_study(args, parser)
+    finally:
+        if lock is not None:
+            lock.close()  # releases it (a study run twice in one process, as the tests do, takes it again)
+
+
+def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dict]:
+    """The runs of a checked study (``main``'s arguments), with ``--out`` held."""
+    threads = max(1, usable_cores() // args.jobs)
     cells = [(config, seed) for config in args.configs for seed in args.seeds]
     keys = [(str(c), s, args.generator_steps, config_fingerprint(ROOT / c)) for c, s in cells]
     finished = {cell_key(row): row for row in read_rows(args.out / "runs.csv")}
@@ -481,7 +556,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     started_path = args.out / "started.json"
     started = json.loads(started_path.read_text()) if started_path.is_file() else {}
     run_ids = {key: started.get(cell_name(key)) or secrets.token_hex(4) for key in keys if key not in results}
-    save_started(run_ids, started_path)
+    # Cells another study (with other seeds or configs) left unfinished keep their runs, to resume later.
+    others = {name: run_id for name, run_id in started.items() if name not in {cell_name(k) for k in keys}}
+    save_started(run_ids, started_path, others)
     failed = []
     context = run_context()
     options = dict(generator_steps=args.generator_steps, runs_dir=args.runs_dir.resolve(), threads=threads,
@@ -498,19 +575,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"{key[0]} seed {key[1]}: {result}", flush=True)
             del run_ids[key]
             write_csv([results[k] for k in keys if k in results], args.out / "runs.csv")
-            save_started(run_ids, started_path)
+            save_started(run_ids, started_path, others)
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_group, [(c, s, run_ids[k]) for k, (c, s) in group], context,
-                               lambda index, result, group=group: record(group[index][0], result), **options)
-                   for group in seed_groups([(k, cell) for k, cell in zip(keys, cells) if k in run_ids], args.stack)]
-        try:
-            for future in as_completed(futures):
-                future.result()
-        except BaseException:  # Ctrl-C: the runs under way stop with the study (same process group); start no queued one
-            for future in futures:
-                future.cancel()
-            raise
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, stop_runs) if in_main_thread else None
+    try:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(run_group, [(c, s, run_ids[k]) for k, (c, s) in group], context,
+                                   lambda index, result, group=group: record(group[index][0], result), **options)
+                       for group in seed_groups([(k, cell) for k, cell in zip(keys, cells) if k in run_ids],
+                                                args.stack)]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+            except BaseException:  # Ctrl-C (the runs get it too: one process group) or SIGTERM (stop_runs passes
+                for future in futures:  # it on): start no queued run, wait for those under way to save and stop
+                    future.cancel()
+                raise
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     if failed:
         raise SystemExit(f"{len(failed)} run(s) failed ({'; '.join(failed)}); the others are in "
                          f"{args.out / 'runs.csv'}. Rerunning the same command retrains the failed ones, from "

@@ -139,8 +139,8 @@ def test_a_study_refuses_an_out_folder_holding_another_studys_runs(tmp_path, cap
 def test_an_interrupted_study_resumes_its_unfinished_run_from_the_last_checkpoint(tmp_path, capsys):
     args = ["--configs", "configs/grid/nonsaturating.yaml", "--generator_steps", "2000", "--jobs", "2",
             "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")]
-    # The study and its train.py in their own process group, stopped together as a cluster or a closed
-    # terminal stops them; train.py saves last.ckpt on SIGTERM.
+    # SIGTERM to the study alone (a scheduler, kill PID): it passes it on to its runs, children of the
+    # forkserver, which would otherwise train on; train.py saves last.ckpt on SIGTERM.
     study = subprocess.Popen([sys.executable, "-m", "lit_gan.study", *args], cwd=ROOT, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env={**os.environ, "WANDB_MODE": "offline"})
@@ -149,10 +149,10 @@ def test_an_interrupted_study_resumes_its_unfinished_run_from_the_last_checkpoin
         while not list(tmp_path.glob("runs/lit-gan/*/evaluation.json")) and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(3)  # some hundreds of iterations in
-        os.killpg(study.pid, signal.SIGTERM)
-        study.wait(timeout=120)
+        os.kill(study.pid, signal.SIGTERM)
+        assert study.wait(timeout=120) == 128 + signal.SIGTERM
     finally:
-        study.kill()
+        os.killpg(study.pid, signal.SIGKILL)  # whatever is left of the group, also if the test failed
     last = next(tmp_path.glob("runs/lit-gan/*/checkpoints/last.ckpt"))
     interrupted_at = torch.load(last, weights_only=True)["gan_clock"]["generator_step"]
     assert 0 < interrupted_at < 2000 and not (tmp_path / "out" / "runs.csv").exists()
@@ -178,3 +178,70 @@ def test_a_failed_run_is_reported_and_the_finished_ones_are_kept(tmp_path, capsy
     assert [r["config"] for r in read_rows(out / "runs.csv")] == ["configs/grid/nonsaturating.yaml"]
     assert list(json.loads((out / "started.json").read_text())) == [
         f"{broken}|0|10|{config_fingerprint(broken)}"]  # a rerun resumes it, if it got to a checkpoint
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--configs", "configs/grid/nonsaturating.yaml", "configs/grid/../grid/nonsaturating.yaml"],
+     "nonsaturating.yaml given more than once: expected each once"),
+    (["--configs", "configs/grid/nonsaturating.yaml", "--seeds", "0", "0"], "--seeds: 0 given more than once"),
+    (["--configs", "configs/grid/nonsaturating.yaml", "--generator_steps", "0"],
+     "--generator_steps=0 is not valid: expected an integer >= 1"),
+    (["--suite", "SUITE"], "seeds=3 in SUITE is not valid: expected a list of integer seeds"),
+])
+def test_bad_study_input_is_refused_before_anything_runs(tmp_path, capsys, extra, expected):
+    suite = tmp_path / "bad.yaml"
+    suite.write_text("configs: [configs/grid/nonsaturating.yaml]\nseeds: 3\n")
+    extra = [str(suite) if e == "SUITE" else e for e in extra]
+    with pytest.raises(SystemExit):
+        main([*extra, "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")])
+    assert expected.replace("SUITE", str(suite)) in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_suite_key_misspelt_is_named(tmp_path, capsys):
+    suite = tmp_path / "typo.yaml"
+    suite.write_text("configs: [configs/grid/nonsaturating.yaml]\nseed: [0, 1]\n")
+    with pytest.raises(SystemExit):
+        main(["--suite", str(suite), "--out", str(tmp_path / "out")])
+    assert "unknown key(s) seed: expected name, configs, seeds, generator_steps, description" in capsys.readouterr().err
+
+
+def test_two_studies_cannot_write_one_out_folder(tmp_path, capsys):
+    from lit_gan.study import hold_out_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    held = hold_out_folder(out, None)
+    try:
+        with pytest.raises(SystemExit):
+            main(["--configs", "configs/grid/nonsaturating.yaml", "--out", str(out), "--runs_dir", str(tmp_path / "r")])
+        assert f"--out {out} is in use by another study" in capsys.readouterr().err
+    finally:
+        held.close()
+
+
+def test_another_studys_unfinished_runs_stay_in_started_json(tmp_path):
+    from lit_gan.study import save_started
+
+    path = tmp_path / "started.json"
+    save_started({("configs/grid/r1.yaml", 0, 10, "f"): "aaaa"}, path, others={"configs/ring/r1.yaml|1|10|g": "bbbb"})
+    assert json.loads(path.read_text()) == {"configs/ring/r1.yaml|1|10|g": "bbbb", "configs/grid/r1.yaml|0|10|f": "aaaa"}
+
+
+@pytest.mark.slow
+def test_a_run_that_stops_early_keeps_its_cell_and_is_marked(tmp_path, capsys):
+    # An absurd learning rate: the monitor stops the run long before its 300 iterations.
+    fragment = (ROOT / "configs/models/toy/nonsaturating.yaml").read_text()
+    (tmp_path / "model.yaml").write_text(fragment.replace("../../nets/", f"{ROOT}/configs/nets/")
+                                         .replace("lr_d: 1.0e-3", "lr_d: 1.0e+4").replace("lr_g: 1.0e-3", "lr_g: 1.0e+4"))
+    config = tmp_path / "absurd.yaml"
+    config.write_text(f"model: {tmp_path / 'model.yaml'}\ndata: {ROOT}/configs/data/grid.yaml\n"
+                      "evaluation: {every_n_generator_steps: 100, num_samples: 500}\n")
+    args = ["--configs", str(config), "--generator_steps", "300", "--out", str(tmp_path / "out"),
+            "--runs_dir", str(tmp_path / "runs")]
+    (row,) = main(args)
+    assert row["generator_steps"] == 300 and row["final_step"] < 300 and row["alarms"] == "non_finite"
+    assert "| 300 (1 stopped early) |" in (tmp_path / "out" / "table.md").read_text()
+    capsys.readouterr()
+    (again,) = main(args)  # the rerun finds the cell finished: it neither refuses nor retrains it
+    assert "Skipping 1 finished run(s)" in capsys.readouterr().out and again == row

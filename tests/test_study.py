@@ -245,3 +245,20 @@ def test_a_run_that_stops_early_keeps_its_cell_and_is_marked(tmp_path, capsys):
     capsys.readouterr()
     (again,) = main(args)  # the rerun finds the cell finished: it neither refuses nor retrains it
     assert "Skipping 1 finished run(s)" in capsys.readouterr().out and again == row
+
+
+def test_coverage_plot_takes_a_seed_whose_evaluation_has_no_scores(tmp_path):
+    from lit_gan.study import write_outputs
+
+    rows = []
+    for seed, history in enumerate([[{"generator_step": 0, "eval/modes": 3, "eval/reverse_kl": 1.0},
+                                      {"generator_step": 10, "eval/modes": 5, "eval/reverse_kl": 0.5}],
+                                     [{"generator_step": 0, "eval/modes": 4, "eval/reverse_kl": 0.9},
+                                      {"generator_step": 10}]]):  # non-finite samples at 10: no scores
+        run_dir = tmp_path / f"run{seed}"
+        run_dir.mkdir()
+        (run_dir / "evaluation.json").write_text(json.dumps(history))
+        rows.append({"config": "configs/grid/a.yaml", "seed": seed, "generator_steps": 10, "fingerprint": "f",
+                     "modes": 5, "seconds": 1.0, "run_dir": str(run_dir), "alarms": ""})
+    write_outputs(rows, tmp_path)
+    assert (tmp_path / "coverage.png").stat().st_size > 0

@@ -120,6 +120,27 @@ def test_the_command_must_put_config_before_args_and_run_train_py(tmp_path):
         "--config configs/grid/nope.yaml is not valid: expected an existing file"]
 
 
+class OwnGrid(GridGaussians):
+    """A datamodule of one's own that does not declare the keys its metric logs."""
+
+    metric_goals = None
+
+
+def test_config_as_one_token_and_a_datamodule_of_ones_own_are_accepted(tmp_path):
+    one_token = ["${env}", "${interpreter}", "${program}", "--config=configs/grid/wgan_gp.yaml", "${args}"]
+    assert len(check_sweep(write_sweep(tmp_path, command=one_token))) == 2
+    own = [*COMMAND[:-1], "--data.class_path=tests.test_sweeps.OwnGrid", "${args}"]
+    assert len(check_sweep(write_sweep(tmp_path, command=own, metric={"name": "eval/anything"}))) == 2
+
+
+def test_no_draws_is_refused_rather_than_reported_ok(tmp_path, capsys):
+    from lit_gan.sweep import main
+
+    with pytest.raises(SystemExit):
+        main(["sweeps/seeds.yaml", "--draws", "0"])
+    assert "--draws=0 is not valid: expected an integer >= 1" in capsys.readouterr().err
+
+
 def test_wandbs_schema_rejects_what_wandb_sweep_would(tmp_path):
     (problem,) = problems(write_sweep(tmp_path, metric={"name": "eval/modes", "goal": "maximise"}))
     assert problem == "W&B sweep schema: 'maximise' is not one of ['minimize', 'maximize']"

@@ -104,7 +104,34 @@ def test_minibatch_discrimination_keeps_spectral_norm_and_survives_a_gradient_pe
     assert torch.nn.utils.parametrize.is_parametrized(d.head)
     penalty = GradientPenalty(10.0)(d, torch.randn(8, 2), torch.randn(8, 2))
     penalty.backward()  # differentiates the minibatch layer twice
-    assert d.T.grad is not None and torch.isfinite(d.T.grad).all()
+    raw = d.parametrizations.T.original  # T is spectrally normalised with the rest of D
+    assert raw.grad is not None and torch.isfinite(raw.grad).all()
+
+
+def test_minibatch_discrimination_under_spectral_norm_normalises_t_as_well():
+    torch.manual_seed(0)
+    d = MinibatchDiscrimination(MLPDiscriminator(width=16, depth=2, spectral_norm=True), num_kernels=4)
+    with torch.no_grad():
+        d.parametrizations.T.original.mul_(100.0)  # however large the raw weights grow
+        for _ in range(30):  # power iterations, as training makes them
+            d.T
+    d.eval()
+    assert float(torch.linalg.matrix_norm(d.T, ord=2)) == pytest.approx(1.0, rel=1e-2)
+    plain = MinibatchDiscrimination(MLPDiscriminator(width=16, depth=2), num_kernels=4)
+    assert not torch.nn.utils.parametrize.is_parametrized(plain, "T")  # without spectral norm T is as before
+
+
+@pytest.mark.parametrize("wrap", ["stddev_inside_packed", "discrimination_around_packed"])
+def test_packing_composes_with_the_minibatch_layers_either_way(wrap):
+    torch.manual_seed(0)
+    inner = MLPDiscriminator(input_shape=(4,), width=16, depth=2)  # 2-D points, packed by 2
+    d = (Packed(MinibatchStdDev(inner, group_size=2), pack=2) if wrap == "stddev_inside_packed"
+         else MinibatchDiscrimination(Packed(inner, pack=2), num_kernels=3))
+    out = d(torch.randn(8, 2))
+    assert out.shape == (4,)  # one output per pack
+    out.sum().backward()
+    unused = [name for name, p in d.named_parameters() if p.grad is None]
+    assert unused == []  # no orphaned head left behind
 
 
 def test_minibatch_stddev_appends_the_groups_mean_standard_deviation():

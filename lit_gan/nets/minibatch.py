@@ -67,6 +67,11 @@ class Packed(FeatureDiscriminator):
     def features(self, x: Tensor) -> Tensor:
         return self.discriminator.features(self.pack_inputs(x))
 
+    def forward(self, x: Tensor) -> Tensor:
+        # The wrapped discriminator's own forward: a MinibatchStdDev or MinibatchDiscrimination inside it
+        # appends its batch features (over the packs) before its wider head.
+        return self.discriminator(self.pack_inputs(x))
+
 
 class _FeatureLayer(FeatureDiscriminator):
     """A wrapped discriminator with extra batch-level features appended before a new linear head."""
@@ -78,8 +83,13 @@ class _FeatureLayer(FeatureDiscriminator):
         self.input_shape = getattr(discriminator, "input_shape", None)
         self.feature_dim = discriminator.feature_dim
         old_head = discriminator.head
-        # The inner head is replaced by a wider one; removing it keeps DDP free of unused parameters.
-        discriminator.head = None
+        # The inner head is replaced by a wider one; removing it (also where a Packed inside shares it) keeps
+        # DDP free of unused parameters and Adam on its one-buffer step.
+        inner = discriminator
+        while inner is not None:
+            if getattr(inner, "head", None) is old_head:
+                inner.head = None
+            inner = getattr(inner, "discriminator", None)
         self.head = nn.Linear(self.feature_dim + extra_features, 1)
         if parametrize.is_parametrized(old_head):
             spectral_norm(self.head)
@@ -111,6 +121,8 @@ class MinibatchDiscrimination(_FeatureLayer):
         self.num_kernels, self.kernel_dim = num_kernels, kernel_dim
         # Salimans et al.'s code initialises T with N(0, 0.05^2).
         self.T = nn.Parameter(0.05 * torch.randn(self.feature_dim, num_kernels * kernel_dim))
+        if parametrize.is_parametrized(self.head):  # a spectrally normalised D: T is a layer of it too
+            spectral_norm(self, name="T")
 
     def batch_features(self, features: Tensor) -> Tensor:
         M = (features @ self.T).view(-1, self.num_kernels, self.kernel_dim)

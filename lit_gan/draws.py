@@ -12,7 +12,7 @@ from torch import Tensor
 def derived_seed(*entropy: int) -> int:
     """A seed mixed from the non-negative integers ``entropy`` by NumPy's SeedSequence: distinct tuples give
     unrelated streams, where sums such as ``seed + rank`` meet (rank 1 of seed 0 would replay seed 1)."""
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1, np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence(list(entropy)).generate_state(1, np.uint64)[0]) >> 1  # 63 bits
 
 
 def rank_seed(seed: int, rank: int) -> int:

@@ -67,10 +67,7 @@ def recompute_batch_norm(network: nn.Module, noise: Tensor, batch_size: int) -> 
     as for SWA (Izmailov et al. 2018, Sec. 3.2: ``torch.optim.swa_utils.update_bn``, used here) the averaged
     network's own statistics are recomputed before it is evaluated. Nothing happens without batch norm.
     """
-    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in network.modules()):
-        was_training = network.training
-        torch.optim.swa_utils.update_bn(noise.split(batch_size), network, device=noise.device)
-        network.train(was_training)
+    torch.optim.swa_utils.update_bn(noise.split(batch_size), network, device=noise.device)  # keeps train/eval mode
 
 
 def annealed_std(initial: float, step: int, anneal_steps: int) -> float:

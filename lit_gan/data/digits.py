@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 import warnings
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
+from lit_gan.data.position import ResumableDataModule
 from lit_gan.draws import derived_seed
 from lit_gan.errors import require
 from lit_gan.metrics.digits import DigitFrechetDistance, StackedDigitModes
@@ -58,7 +58,7 @@ class EpochShuffle(RandomSampler):
         yield from order[skip:].tolist()
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(ResumableDataModule):
     """Shared loader settings for the image datamodules: shuffled by epoch, full batches only, resumable."""
 
     def __init__(self, batch_size: int, num_workers: int, seed: int):
@@ -66,7 +66,6 @@ class ImageDataModule(pl.LightningDataModule):
         require(batch_size >= 1, "data.batch_size", batch_size, "an integer >= 1")
         require(num_workers >= 0, "data.num_workers", num_workers, "an integer >= 0")
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
-        self.batches_consumed = 0  # restored from a checkpoint: where in its epoch a resumed run goes on
 
     def train_dataset(self) -> Dataset:
         raise NotImplementedError
@@ -75,23 +74,18 @@ class ImageDataModule(pl.LightningDataModule):
         dataset = self.train_dataset()
         processes = self.trainer.world_size if self.trainer is not None else 1
         per_process = math.ceil(len(dataset) / processes)  # what each DDP rank's DistributedSampler serves
+        share = (f"{per_process} images each of {processes} processes gets of the {len(dataset)}" if processes > 1
+                 else f"{len(dataset)} images")
         require(per_process >= self.batch_size, "data.batch_size", self.batch_size,
-                f"at most the {per_process} images each of {processes} processes gets of the {len(dataset)} of "
-                f"{type(self).__name__}" if processes > 1 else f"at most the {len(dataset)} images of "
-                f"{type(self).__name__}")
+                f"at most the {share} of {type(self).__name__}")
         batches_per_epoch = len(dataset) // self.batch_size
         sampler = EpochShuffle(dataset, self.seed, skip=self.batches_consumed % batches_per_epoch * self.batch_size)
         # Full batches only: batch norm and the per-batch losses assume a constant batch size.
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
-    def state_dict(self) -> dict:
-        # Batches the module has trained on (the loader may have fetched some more ahead).
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        return {"batches_consumed": getattr(module, "discriminator_step", 0)}
-
     def load_state_dict(self, state_dict: dict) -> None:
-        self.batches_consumed = state_dict.get("batches_consumed", 0)
+        super().load_state_dict(state_dict)
         if self.trainer is not None and self.trainer.world_size == 1:
             # Lightning warns that a loader without state_dict() cannot resume mid-epoch; this one can.
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch",

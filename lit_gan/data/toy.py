@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from lit_gan.data.position import ResumableDataModule
 from lit_gan.draws import rank_seed
 from lit_gan.errors import require
 from lit_gan.metrics.modes import ModeCoverage
@@ -38,7 +38,7 @@ def sample_mixture(centers: Tensor, std: float, n: int, generator: torch.Generat
     return centers[modes] + std * torch.randn(n, centers.shape[1], generator=generator)
 
 
-class GaussianMixture(pl.LightningDataModule):
+class GaussianMixture(ResumableDataModule):
     """Training batches from a Gaussian mixture, and the mode-coverage metric that scores it.
 
     Each process draws its own stream, seeded by ``rank_seed(seed, global rank)``
@@ -55,7 +55,6 @@ class GaussianMixture(pl.LightningDataModule):
         self.std = std
         self.batch_size = batch_size
         self.seed = seed
-        self.batches_consumed = 0  # restored from a checkpoint: where the stream resumes
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -70,14 +69,6 @@ class GaussianMixture(pl.LightningDataModule):
         seed = rank_seed(self.seed, rank)
         stream = MixtureStream(self.centers, self.std, self.batch_size, seed, skip=self.batches_consumed)
         return DataLoader(stream, batch_size=None)
-
-    def state_dict(self) -> dict:
-        # Batches the module has trained on (the loader may have fetched one more ahead).
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        return {"batches_consumed": getattr(module, "discriminator_step", 0)}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.batches_consumed = state_dict.get("batches_consumed", 0)
 
     def sample(self, n: int, seed: int = 0) -> Tensor:
         """``n`` reference samples from the true distribution."""

@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from lit_gan.callbacks.evaluation import rank_share
 from lit_gan.data import RingGaussians
 from lit_gan.nets import MLPDiscriminator, MLPGenerator
 from lit_gan.objectives import NonSaturatingGAN
@@ -60,3 +61,11 @@ def test_two_process_ddp_trains_and_its_mode_metric_equals_one_process(tmp_path)
     assert resumed["gan_clock"]["generator_step"] == 20
     for name, tensor in checkpoint["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 8])
+def test_ranks_score_consecutive_slices_of_the_noise_so_the_gathered_samples_keep_one_process_order(world_size):
+    noise = torch.arange(999.0).unsqueeze(1)
+    shares = [rank_share(noise, rank, world_size) for rank in range(world_size)]
+    assert torch.equal(torch.cat(shares), noise)  # the cat state gathers in rank order
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1

@@ -94,3 +94,52 @@ def test_too_few_samples_for_a_score_are_refused_before_training(weights):
         FidelityMetrics(real, cache_name="unused", weights_path=weights, isc=False).check_sample_count(3)
     metric.check_sample_count(10)
     FidelityMetrics(real, cache_name="unused", weights_path=weights, isc=False).check_sample_count(4)
+
+
+
+def _score_under_ddp(rank, init_file, weights, out):
+    """One of two gloo processes: score this rank's half of the fakes, then again with rank 0's torch-fidelity
+    failing; write the scores or the error of each."""
+    import torch_fidelity
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    calculate = torch_fidelity.calculate_metrics
+    for fail_on_rank_0 in (False, True):
+        def only_on_rank_0(**kwargs):
+            assert rank == 0, "torch-fidelity ran on rank 1"
+            if fail_on_rank_0:
+                raise OSError("no space left on device")
+            return calculate(**kwargs)
+
+        torch_fidelity.calculate_metrics = only_on_rank_0
+        metric = FidelityMetrics(list(images(8, seed=1)), cache_name="test-ddp", weights_path=weights,
+                                 feature_layer="64", isc=False)  # IS needs 10 samples: 16 images keep it short
+        metric.update(torch.tensor_split(images(8, seed=2), 2)[rank])
+        try:
+            outcome = {k: v.item() for k, v in metric.compute().items()}
+        except Exception as error:
+            outcome = f"{type(error).__name__}: {error}"
+        torch.save(outcome, f"{out}/{rank}-{fail_on_rank_0}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_ddp_rank_0_alone_scores_and_every_rank_gets_its_scores_or_its_error(weights, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIT_GAN_CACHE", str(tmp_path / "cache"))
+    context = torch.multiprocessing.spawn(_score_under_ddp, nprocs=2, join=False,
+                                          args=(tmp_path / "init", weights, tmp_path))
+    for _ in range(60):  # a rank left waiting for rank 0's answer would hang here: fail instead
+        if context.join(timeout=5):
+            break
+    else:
+        for process in context.processes:
+            process.kill()
+        pytest.fail("a rank is still waiting after 5 minutes")
+    scores, errors = ([torch.load(tmp_path / f"{rank}-{fail}.pt", weights_only=False) for rank in range(2)]
+                      for fail in (False, True))
+    single = FidelityMetrics(list(images(8, seed=1)), cache_name="test-ddp", weights_path=weights,
+                             feature_layer="64", isc=False)
+    single.update(images(8, seed=2))
+    assert scores[0] == scores[1] == {k: v.item() for k, v in single.compute().items()}
+    assert errors[0] == "OSError: no space left on device"
+    assert errors[1] == "RuntimeError: rank 0 failed to compute FidelityMetrics: OSError: no space left on device"

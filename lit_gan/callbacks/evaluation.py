@@ -30,6 +30,12 @@ def evaluation_goals(datamodule, pl_module) -> dict[str, str] | None:
     return {f"{prefix}/{key}": goal for prefix in score_prefixes(pl_module) for key, goal in goals.items()}
 
 
+def rank_share(noise: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """The DDP rank's consecutive slice of the fixed noise: the metric gathers the slices in rank order, so it
+    scores the samples in the single-process order (KID's subsets and IS's splits depend on the order)."""
+    return torch.tensor_split(noise, world_size)[rank]
+
+
 class Evaluation(Callback):
     """Before training, every ``every_n_generator_steps`` generator iterations and at the end:
     generate ``num_samples`` samples from a fixed noise batch, score them with
@@ -104,8 +110,7 @@ class Evaluation(Callback):
             if ema:  # the average's own batch-norm statistics, from fixed noise of the training batch size
                 batch_size = getattr(trainer.datamodule, "batch_size", 64)
                 recompute_batch_norm(pl_module.generator_ema, self.statistics_noise.to(pl_module.device), batch_size)
-            # Each DDP rank scores its share of the fixed noise; the metric's states sum over ranks.
-            samples = pl_module.generate(self.noise[trainer.global_rank::trainer.world_size], ema=ema)
+            samples = pl_module.generate(rank_share(self.noise, trainer.global_rank, trainer.world_size), ema=ema)
             if not torch.isfinite(samples).all():
                 rank_zero_warn(f"Evaluation at generator iteration {step}: the generator's samples are not "
                                f"finite, so {prefix}/ is not scored")

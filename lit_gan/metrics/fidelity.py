@@ -2,7 +2,8 @@
 
 Nothing here re-implements a metric: generated images are gathered (across
 DDP ranks, as a torchmetrics ``cat`` state) and handed with the real dataset
-to ``torch_fidelity.calculate_metrics``, whose Inception port and resizing
+to ``torch_fidelity.calculate_metrics`` (on rank 0, which sends the scores to
+the other ranks), whose Inception port and resizing
 (no antialiasing) match the TensorFlow numbers papers quote. torch-fidelity
 caches the real set's features on disk under a name that encodes dataset,
 split, resolution, extractor and weights, so they are computed once.
@@ -100,6 +101,25 @@ class FidelityMetrics(Metric):
                     f"{len(self.real)}), or {metric}: false")
 
     def compute(self) -> dict[str, Tensor]:
+        """The scores of the gathered samples. Under DDP rank 0 alone runs torch-fidelity (every rank holds all
+        samples, so each would repeat the whole computation and its memory) and broadcasts the scores, or its
+        error, so that no rank waits for an answer that never comes."""
+        if not (self.sync_on_compute and torch.distributed.is_available() and torch.distributed.is_initialized()
+                and torch.distributed.get_world_size() > 1):
+            return self._scores()
+        outcome: list = [None]
+        if torch.distributed.get_rank() == 0:
+            try:
+                outcome = [self._scores()]
+            except Exception as error:  # its text sent on (an exception may not pickle), then raised here as it is
+                torch.distributed.broadcast_object_list([f"{type(error).__name__}: {error}"], src=0)
+                raise
+        torch.distributed.broadcast_object_list(outcome, src=0)
+        if isinstance(outcome[0], str):
+            raise RuntimeError(f"rank 0 failed to compute {type(self).__name__}: {outcome[0]}")
+        return outcome[0]
+
+    def _scores(self) -> dict[str, Tensor]:
         import torch_fidelity
 
         samples = dim_zero_cat(self.samples)

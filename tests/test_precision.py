@@ -7,6 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins import MixedPrecision
 
+from lit_gan.callbacks import StabilityMonitor
 from lit_gan.data import GridGaussians
 from lit_gan.nets import MLPDiscriminator, MLPGenerator
 from lit_gan.objectives import DRAGAN, LSGAN, WGAN, WGANGP, HingeGAN, MinimaxGAN, NonSaturatingGAN, optimizer_steps
@@ -75,3 +76,37 @@ def test_scaled_penalty_gradient_matches_fp32(penalty):
             assert (unscaled - theirs).norm() <= 2e-2 * theirs.norm()  # float16 arithmetic, ~3 digits
             compared += 1
     assert compared == len(params) - 1
+
+
+def fp16_run_with_monitor(module, generator_steps: int, tmp_path):
+    """16-mixed with the GradScaler a GPU run gets (initial scale 2^16), checked by the monitor every iteration."""
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    monitor = StabilityMonitor(every_n_generator_steps=1, warmup_generator_steps=0)
+    trainer = pl.Trainer(max_steps=optimizer_steps(generator_steps, module.n_critic), logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, plugins=[plugin], callbacks=[monitor], log_every_n_steps=1)
+    trainer.fit(module, GridGaussians(batch_size=64))
+    return plugin.scaler, monitor
+
+
+def test_a_float16_overflow_the_scaler_skips_is_not_divergence(tmp_path):
+    torch.manual_seed(0)  # at scale 2^16 DRAGAN's inner gradient overflows float16 and its penalty is NaN
+    module = DRAGAN(MLPGenerator(latent_dim=8, width=32, depth=2, batch_norm=False), MLPDiscriminator(width=32, depth=2),
+                    lr_d=1e-4, lr_g=1e-4, betas_d=(0.0, 0.9), betas_g=(0.0, 0.9))
+    scaler, monitor = fp16_run_with_monitor(module, 10, tmp_path)
+    assert scaler.get_scale() < 2.0**16  # steps were skipped for overflows
+    assert module.diverged is None and module.generator_step == 10
+    assert "non_finite" not in [alarm["alarm"] for alarm in monitor.alarms]  # (an untrained G's spread is a collapse)
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_a_float16_run_whose_every_step_overflows_is_stopped_once_the_loss_scale_falls_below_one(tmp_path):
+    torch.manual_seed(0)
+    module = NonSaturatingGAN(MLPGenerator(latent_dim=8, width=32, depth=2, batch_norm=False),
+                              MLPDiscriminator(width=32, depth=2), lr_d=1e-4, lr_g=1e-4)
+    with torch.no_grad():
+        module.generator.net[-1].bias.fill_(1e30)  # finite in float32, inf in float16: every sample overflows
+    scaler, monitor = fp16_run_with_monitor(module, 40, tmp_path)
+    assert scaler.get_scale() < 1.0 and module.generator_step < 40
+    assert "the 16-mixed loss scale fell to" in module.diverged and "at generator iteration" in module.diverged
+    assert [alarm["alarm"] for alarm in monitor.alarms][-1] == "non_finite"

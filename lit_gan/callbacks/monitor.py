@@ -48,6 +48,12 @@ def spectral_norms(network: nn.Module) -> dict[str, Tensor]:
         network.train(was_training)
 
 
+def loss_scale(trainer: pl.Trainer) -> Optional[float]:
+    """The GradScaler's current scale under ``16-mixed`` precision; ``None`` without one."""
+    scaler = getattr(trainer.precision_plugin, "scaler", None)
+    return scaler.get_scale() if scaler is not None and scaler.is_enabled() else None
+
+
 class StabilityMonitor(Callback):
     """Watches a run every ``every_n_generator_steps`` generator iterations (default: the logging cadence).
 
@@ -169,6 +175,9 @@ class StabilityMonitor(Callback):
         self.check_collapse(trainer, pl_module, values["monitor/diversity"])
         self.check_discriminator_wins(trainer, pl_module)
         values["monitor/alarms"] = len(self.alarms)
+        scale = loss_scale(trainer)
+        if scale is not None:
+            values["monitor/loss_scale"] = scale  # halved at each float16 overflow, grown after 2000 clean steps
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics({**values, "generator_step": step}, step=step)
@@ -180,8 +189,16 @@ class StabilityMonitor(Callback):
 
     # ------------------------------------------------------------------ checks
     def check_finite(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
-        """One host sync for every loss since the last check and every parameter."""
+        """One host sync for every loss since the last check and every parameter.
+
+        Under ``16-mixed`` a non-finite loss (a penalty's float16 inner gradient overflowing, most often)
+        is what the GradScaler answers by skipping that step and halving its scale, so it counts as
+        divergence only once the scale has fallen below 1, where even unscaled gradients overflow.
+        """
         window, self.window = self.window, []
+        scale = loss_scale(trainer)
+        if scale is not None and scale >= 1.0:
+            window = [(iteration, {}) for iteration, _ in window]  # overflows the scaler skipped
         losses = [torch.stack(list(l.values())).float() for _, l in window if l]
         parameters = [p.detach() for p in pl_module.parameters()]
         finite = torch.stack([torch.isfinite(torch.cat(losses)).all() if losses else torch.tensor(True),
@@ -201,6 +218,8 @@ class StabilityMonitor(Callback):
             names = [n for n, p in pl_module.named_parameters() if not bool(torch.isfinite(p).all())]
             message = (f"parameter {names[0]} became non-finite by generator iteration {pl_module.generator_step}"
                        if names else f"another rank saw a non-finite loss by generator iteration {pl_module.generator_step}")
+        if scale is not None and scale < 1.0:
+            message += f" and the 16-mixed loss scale fell to {scale:.3g} (every step overflowed float16)"
         pl_module.diverged = message
         checkpoint = find_callback(trainer, GeneratorCheckpoint)
         last = checkpoint.directory(trainer) / "last.ckpt" if checkpoint is not None else None

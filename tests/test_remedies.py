@@ -20,7 +20,7 @@ from lit_gan.nets import (
     MLPGenerator,
     Packed,
 )
-from lit_gan.objectives import WGAN, NonSaturatingGAN, optimizer_steps
+from lit_gan.objectives import DRAGAN, WGAN, WGANGP, NonSaturatingGAN, optimizer_steps
 from lit_gan.penalties import GradientPenalty, R1Penalty
 from lit_gan.stabilizers import (HistoricalAverage, annealed_std, make_ema, recompute_batch_norm,
                                 unrolled_discriminator, update_ema)
@@ -172,12 +172,13 @@ def test_feature_matching_needs_features_and_excludes_unrolling():
         small_module(feature_matching=True, unrolled_steps=3)
 
 
-@pytest.mark.parametrize("other", [{"penalties": [R1Penalty(weight=1.0)]}, {"historical_averaging": 0.5}, "clipping"])
+@pytest.mark.parametrize("other", [{"penalties": [R1Penalty(weight=1.0)]}, {"historical_averaging": 0.5}, WGAN,
+                                   WGANGP, DRAGAN])  # clipping; the objectives' own gradient penalties
 def test_unrolling_refuses_what_its_look_ahead_updates_would_leave_out(other):
     with pytest.raises(ConfigError, match="model.unrolled_steps=2 is not valid: expected 0 with "):
-        if other == "clipping":
-            WGAN(MLPGenerator(latent_dim=4, width=16, depth=2, batch_norm=False), MLPDiscriminator(width=16, depth=2),
-                 unrolled_steps=2)
+        if isinstance(other, type):
+            other(MLPGenerator(latent_dim=4, width=16, depth=2, batch_norm=False), MLPDiscriminator(width=16, depth=2),
+                  unrolled_steps=2)
         else:
             small_module(unrolled_steps=2, **other)
     small_module(unrolled_steps=2)  # the plain objective unrolls

@@ -29,6 +29,11 @@ from lit_gan.stabilizers import HistoricalAverage, annealed_std, make_ema, unrol
 warnings.filterwarnings("ignore", "Found `dataloader_iter` argument in the `training_step`")
 
 
+# The look-ahead updates take D's objective alone (Metz et al. 2017, Eq. 6-7); a penalty or historical
+# average left out of them would let G differentiate through a D the real updates never make.
+UNROLLED_ALONE = "0 with gradient penalties or historical averaging (the look-ahead updates take D's loss only)"
+
+
 def optimizer_steps(generator_steps: int, n_critic: int) -> int:
     """Lightning's ``global_step`` after ``generator_steps`` generator iterations.
 
@@ -230,10 +235,8 @@ class GANModule(pl.LightningModule):
                 "an integer >= 0")
         require(not (feature_matching and unrolled_steps), "model.unrolled_steps", unrolled_steps,
                 "0 when feature_matching is on (the two replace the generator loss in different ways)")
-        # The look-ahead updates take D's objective alone (Metz et al. 2017, Eq. 6-7); a penalty or historical
-        # average left out of them would let G differentiate through a D the real updates never make.
         require(not (unrolled_steps and (penalties or historical_averaging)), "model.unrolled_steps", unrolled_steps,
-                "0 with gradient penalties or historical averaging (the look-ahead updates take D's loss only)")
+                UNROLLED_ALONE)
         require(instance_noise >= 0, "model.instance_noise", instance_noise, "a standard deviation >= 0")
         require(instance_noise_steps is None or instance_noise_steps >= 1, "model.instance_noise_steps",
                 instance_noise_steps, "null (the whole run) or an integer >= 1")
@@ -331,6 +334,12 @@ class GANModule(pl.LightningModule):
         return ((real_features - fake_features) ** 2).sum()
 
     # ------------------------------------------------------------------ training
+    def add_own_penalty(self, penalty) -> None:
+        """The objective's own penalty (WGAN-GP's, DRAGAN's), first in ``penalties`` and refused with
+        unrolled D like one given in the config."""
+        require(not self.hparams.unrolled_steps, "model.unrolled_steps", self.hparams.unrolled_steps, UNROLLED_ALONE)
+        self.penalties.insert(0, penalty)
+
     def configure_optimizers(self):
         hp = self.hparams
         # ContiguousAdam gives the per-tensor loop's exact numbers in fewer operations on a CPU (tests compare

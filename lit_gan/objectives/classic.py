@@ -60,7 +60,7 @@ class DRAGAN(NonSaturatingGAN):
 
     def __init__(self, *args, dragan_weight: float = 10.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.penalties.insert(0, DRAGANPenalty(weight=dragan_weight))
+        self.add_own_penalty(DRAGANPenalty(weight=dragan_weight))
 
 
 class LSGAN(GANModule):

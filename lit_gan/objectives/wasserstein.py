@@ -60,4 +60,4 @@ class WGANGP(Wasserstein):
 
     def __init__(self, *args, gradient_penalty_weight: float = 10.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.penalties.insert(0, GradientPenalty(weight=gradient_penalty_weight))
+        self.add_own_penalty(GradientPenalty(weight=gradient_penalty_weight))

@@ -86,6 +86,18 @@ def test_bad_hyperparameters_name_the_key(kwargs, key):
         make(NonSaturatingGAN, **kwargs)
 
 
+@pytest.mark.parametrize("cls, expected", [
+    (WGAN, {"lr_d": 5e-5, "lr_g": 5e-5, "betas_d": (0.0, 0.999), "betas_g": (0.0, 0.999), "n_critic": 5}),  # Alg. 1
+    (WGANGP, {"lr_d": 1e-4, "lr_g": 1e-4, "betas_d": (0.0, 0.9), "betas_g": (0.0, 0.9), "n_critic": 5}),  # Alg. 1
+])
+def test_wasserstein_objectives_built_bare_take_their_papers_settings(cls, expected):
+    module = make(cls)
+    assert {key: module.hparams[key] for key in expected} == expected and module.n_critic == 5
+    optimizer_d, optimizer_g = module.configure_optimizers()  # constant learning rates: no schedulers
+    assert optimizer_d.param_groups[0]["betas"] == expected["betas_d"] and optimizer_g.param_groups[0]["lr"] == expected["lr_g"]
+    assert make(cls, n_critic=2, lr_d=3e-4).hparams["n_critic"] == 2  # and a config's values win
+
+
 def test_wgan_rejects_non_positive_clip_value():
     with pytest.raises(ValueError, match="model.clip_value=0"):
         make(WGAN, clip_value=0)

@@ -33,13 +33,15 @@ class WGAN(Wasserstein):
     """WGAN with weight clipping (Arjovsky et al. 2017, Algorithm 1).
 
     After every critic step each critic weight is clipped to
-    ``[-clip_value, clip_value]`` (0.01 in the paper, with ``n_critic = 5``).
-    The paper warns against momentum: use ``betas_d = betas_g = [0, 0.999]``
-    (Adam without momentum is RMSProp with bias correction).
+    ``[-clip_value, clip_value]``. The defaults are the paper's: c = 0.01,
+    ``n_critic = 5``, learning rate 5e-5 without momentum (it warns against
+    momentum; Adam with ``betas = [0, 0.999]`` is RMSProp with bias correction).
     """
 
-    def __init__(self, *args, clip_value: float = 0.01, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, clip_value: float = 0.01, lr_d: float = 5e-5, lr_g: float = 5e-5,
+                 betas_d: tuple[float, float] = (0.0, 0.999), betas_g: tuple[float, float] = (0.0, 0.999),
+                 n_critic: int = 5, **kwargs):
+        super().__init__(*args, lr_d=lr_d, lr_g=lr_g, betas_d=betas_d, betas_g=betas_g, n_critic=n_critic, **kwargs)
         require(clip_value > 0, "model.clip_value", clip_value, "a number > 0")
         require(not self.hparams.unrolled_steps, "model.unrolled_steps", self.hparams.unrolled_steps,
                 "0 with weight clipping (the look-ahead updates do not clip)")
@@ -54,10 +56,12 @@ class WGAN(Wasserstein):
 class WGANGP(Wasserstein):
     """WGAN-GP (Gulrajani et al. 2017, Algorithm 1): the Wasserstein loss plus a gradient penalty.
 
-    ``gradient_penalty_weight`` is lambda of Eq. 3 (10 in the paper, with
-    ``n_critic = 5``, Adam ``lr = 1e-4``, ``betas = [0, 0.9]``).
+    ``gradient_penalty_weight`` is lambda of Eq. 3. The defaults are the
+    paper's: lambda = 10, ``n_critic = 5``, Adam ``lr = 1e-4``, ``betas = [0, 0.9]``.
     """
 
-    def __init__(self, *args, gradient_penalty_weight: float = 10.0, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, gradient_penalty_weight: float = 10.0, lr_d: float = 1e-4, lr_g: float = 1e-4,
+                 betas_d: tuple[float, float] = (0.0, 0.9), betas_g: tuple[float, float] = (0.0, 0.9),
+                 n_critic: int = 5, **kwargs):
+        super().__init__(*args, lr_d=lr_d, lr_g=lr_g, betas_d=betas_d, betas_g=betas_g, n_critic=n_critic, **kwargs)
         self.add_own_penalty(GradientPenalty(weight=gradient_penalty_weight))

@@ -11,23 +11,24 @@ USER_OBJECTIVE = textwrap.dedent('''
     import torch.nn.functional as F
     from lit_gan.objectives import GANModule
 
-    class RelativisticGAN(GANModule):
-        """Relativistic standard GAN (Jolicoeur-Martineau 2019, Eq. 7)."""
+    class KLGAN(GANModule):
+        """G's loss -E logit D(G(z)): at the optimal D, logit D(x) = log p_data(x) / p_g(x), so G
+        minimises KL(p_g || p_data), the mode-seeking direction (Sønderby et al. 2017)."""
 
         def discriminator_loss(self, real_logits, fake_logits):
-            return F.softplus(-(real_logits - fake_logits)).mean()
+            return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
         def generator_loss(self, fake_logits):
-            return F.softplus(-fake_logits).mean()
+            return -fake_logits.mean()
 ''')
 
 
 def test_an_objective_from_a_user_file_trains_through_the_cli(tmp_path, monkeypatch):
     (tmp_path / "my_objectives.py").write_text(USER_OBJECTIVE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    cli = main(["--config", "configs/quickstart.yaml", "--model.class_path=my_objectives.RelativisticGAN",
+    cli = main(["--config", "configs/quickstart.yaml", "--model.class_path=my_objectives.KLGAN",
                 "--generator_steps=3", "--evaluation.num_samples=100", *quiet_args(tmp_path), "--trainer.logger=false"])
-    assert type(cli.model).__name__ == "RelativisticGAN"
+    assert type(cli.model).__name__ == "KLGAN"
     assert cli.model.generator_step == 3
     assert len(cli.model.penalties) == 1  # the quickstart's R1 penalty composes with the new loss
 

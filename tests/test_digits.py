@@ -39,6 +39,19 @@ def test_classifier_is_accurate_on_held_out_digits_and_cached(_shared_cache):
     assert cached["held_out_accuracy"] >= 0.95
 
 
+def test_training_the_classifier_on_first_use_leaves_the_global_stream_where_loading_it_does(tmp_path, _shared_cache):
+    load_digit_classifier(_shared_cache)
+    states = []
+    for directory in (tmp_path, _shared_cache):  # nothing cached in tmp_path: trained there
+        torch.manual_seed(7)
+        classifier = load_digit_classifier(directory)
+        states.append(torch.get_rng_state())
+    trained, cached = load_digit_classifier(tmp_path), classifier
+    assert torch.equal(*states)  # a GAN run draws the same noise whether or not the classifier was cached
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(tensor, cached.state_dict()[name]), name  # trained the same way both times
+
+
 def all_triples(resolution=8):
     """One stacked image for every one of the 1000 class triples, from real digits."""
     images, labels = load_digits_tensors(resolution)

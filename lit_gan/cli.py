@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, StabilityMonitor, run_directory
 from lit_gan.callbacks.checkpoint import CheckpointWriteError
 from lit_gan.callbacks.output import find_callback
-from lit_gan.callbacks.slurm import DeferredSlurmRequeue
+from lit_gan.callbacks.slurm import SLURM_JOB_KEY, DeferredSlurmRequeue
 from lit_gan.config_errors import ConciseParser
 from lit_gan.errors import ConfigError
 from lit_gan.objectives.base import GANModule, optimizer_steps
@@ -112,10 +112,26 @@ class LitGANCLI(LightningCLI):
             )
         n_critic = config.model.init_args.get("n_critic", 1)
         config.trainer.max_steps = optimizer_steps(config.generator_steps, n_critic)
+        if SLURMEnvironment.detect() and (requeued := self.slurm_requeue_checkpoint(config.trainer.default_root_dir)):
+            # A requeued job reruns its command line: its own requeue checkpoint is newer than any --ckpt_path.
+            config.ckpt_path = str(requeued)
         if config.ckpt_path:
             self.resume_wandb_run(config, Path(config.ckpt_path))
-        elif SLURMEnvironment.detect() and (requeued := slurm_requeue_checkpoint(config.trainer.default_root_dir)):
-            self.resume_wandb_run(config, requeued)  # Lightning itself resumes the weights from it
+
+    def slurm_requeue_checkpoint(self, root: str | None) -> Path | None:
+        """The newest ``hpc_ckpt_N.ckpt`` that Lightning saved in ``root`` before SLURM requeued this job;
+        one saved by another job (a folder shared between jobs) is refused rather than resumed."""
+        found = list(Path(root or ".").glob("hpc_ckpt_*.ckpt"))
+        if not found:
+            return None
+        newest = max(found, key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+        job = torch.load(newest, map_location="cpu", weights_only=True, mmap=True).get(SLURM_JOB_KEY)
+        if job is not None and job != os.environ.get("SLURM_JOB_ID"):
+            self.parser.error(
+                f"trainer.default_root_dir={root} is not valid: expected this SLURM job's own folder, but it holds "
+                f"{newest.name} of job {job} (this is job {os.environ.get('SLURM_JOB_ID')}); give each job its own "
+                "folder (LIT_GAN_JOB_DIR) or move the file away")
+        return newest
 
     def resume_wandb_run(self, config, path: Path) -> None:
         """Point the W&B logger at the run the checkpoint came from, so a resumed run continues it."""
@@ -160,12 +176,6 @@ class LitGANCLI(LightningCLI):
         callbacks.append(DeferredSlurmRequeue())
         callbacks.extend(self.extra_callbacks)
         return super()._instantiate_trainer(config, callbacks)
-
-
-def slurm_requeue_checkpoint(root: str | None) -> Path | None:
-    """The newest ``hpc_ckpt_N.ckpt`` that Lightning saved in ``root`` before SLURM requeued the job."""
-    found = list(Path(root or ".").glob("hpc_ckpt_*.ckpt"))
-    return max(found, key=lambda p: int(p.stem.rsplit("_", 1)[1])) if found else None
 
 
 def evaluation_callback(trainer: Trainer) -> Evaluation | None:

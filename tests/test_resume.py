@@ -15,6 +15,7 @@ import torch
 
 from lit_gan.callbacks import run_directory
 from lit_gan.cli import main
+from lit_gan.objectives import optimizer_steps
 from tests.conftest import ROOT, quiet_args
 
 # WGAN-GP with n_critic 5 (the place in the critic cycle matters), a penalty that draws random
@@ -170,3 +171,31 @@ def test_an_image_run_resumed_mid_epoch_reproduces_the_uninterrupted_run(tmp_pat
         for key, value in resumed.model.state_dict().items():
             torch.testing.assert_close(value, final[key], rtol=0, atol=0, msg=f"{key}, resumed from {step}")
         assert not [w for w in caught if "dataloader is not resumable" in str(w.message)]
+
+
+SLURM_JOB = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "lit-gan", "SLURM_JOB_ID": "42", "SLURM_NODELIST": "localhost",
+             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}
+
+
+def test_a_requeued_slurm_job_resumes_its_own_requeue_checkpoint_over_the_ckpt_path_it_was_given(
+        tmp_path, monkeypatch, capsys):
+    first = main([*ARGS, *quiet_args(tmp_path)])
+    checkpoints = tmp_path / "lit-gan" / first.trainer.logger.version / "checkpoints"
+    # What Lightning leaves in the job's folder at SIGUSR1 (saved at iteration 12, inside job 42).
+    requeue = torch.load(checkpoints / "generator_step=0000012.ckpt", weights_only=True) | {"slurm_job_id": "42"}
+    torch.save(requeue, tmp_path / "hpc_ckpt_1.ckpt")
+    for name, value in SLURM_JOB.items():
+        monkeypatch.setenv(name, value)
+    # The job was submitted resuming from iteration 6; its rerun after the requeue must not go back there.
+    again = [*ARGS[:2], "--generator_steps=14", *ARGS[3:], *quiet_args(tmp_path),
+             f"--ckpt_path={checkpoints / 'generator_step=0000006.ckpt'}"]
+    resumed = main(again)
+    assert resumed.trainer.ckpt_path == str(tmp_path / "hpc_ckpt_1.ckpt")
+    assert resumed.model.generator_step == 14 and resumed.trainer.global_step == optimizer_steps(14, 5)
+    assert resumed.trainer.logger.version == first.trainer.logger.version
+    # Another job pointed at the same folder is refused instead of taking over job 42's run.
+    monkeypatch.setenv("SLURM_JOB_ID", "43")
+    with pytest.raises(SystemExit):
+        main(again)
+    assert (f"trainer.default_root_dir={tmp_path} is not valid: expected this SLURM job's own folder, but it holds "
+            "hpc_ckpt_1.ckpt of job 42 (this is job 43)") in capsys.readouterr().err

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+
+SLURM_JOB_KEY = "slurm_job_id"  # in every checkpoint saved inside a SLURM job: a requeue resumes only its own
 
 
 class DeferredSlurmRequeue(Callback):
@@ -46,6 +49,10 @@ class DeferredSlurmRequeue(Callback):
             self.requested = False
             # Saves the hpc checkpoint and rank 0 requeues; SLURM then ends this attempt, as without DDP.
             self.lightning_handler(signal.SIGUSR1, None)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if "SLURM_JOB_ID" in os.environ:
+            checkpoint[SLURM_JOB_KEY] = os.environ["SLURM_JOB_ID"]
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.lightning_handler is not None:

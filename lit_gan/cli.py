@@ -55,7 +55,9 @@ class LoggedConfig(SaveConfigCallback):
         super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
 
     def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
-        text = self.parser.dump(self.config, skip_none=False)
+        config = self.config.clone()
+        config.trainer.max_steps = None  # derived from generator_steps: the saved file must run again as it is
+        text = self.parser.dump(config, skip_none=False)
         directory = run_directory(trainer)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "config.yaml").write_text(text)
@@ -165,6 +167,8 @@ class LitGANCLI(LightningCLI):
                 self.model.check_data_shape(shape)
             if checkpoint is not None:
                 checkpoint.check_monitor(self.datamodule, self.model)
+            if self.config.ckpt_path:  # before the run directory's config.yaml is replaced by this one
+                check_checkpoint_fits(Path(self.config.ckpt_path), self.model)
         except ConfigError as error:
             self.parser.error(str(error))
 
@@ -176,6 +180,21 @@ class LitGANCLI(LightningCLI):
         callbacks.append(DeferredSlurmRequeue())
         callbacks.extend(self.extra_callbacks)
         return super()._instantiate_trainer(config, callbacks)
+
+
+def check_checkpoint_fits(path: Path, model: GANModule) -> None:
+    """Refuse a checkpoint whose weights are not this model's (another config's networks or objective)."""
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("state_dict")
+    if saved is None:
+        raise ConfigError(f"ckpt_path={path} is not valid: expected a lit-gan checkpoint, but it holds no weights")
+    ours = model.state_dict()
+    differ = [f"{name} {tuple(saved[name].shape)} vs {tuple(ours[name].shape)}" for name in ours
+              if name in saved and saved[name].shape != ours[name].shape]
+    differ += [f"{name} missing" for name in ours if name not in saved]
+    differ += [f"{name} unexpected" for name in saved if name not in ours]
+    if differ:
+        raise ConfigError(f"ckpt_path={path} is not valid: expected a checkpoint of this config's model, but "
+                          f"{len(differ)} of its weights differ ({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''})")
 
 
 def evaluation_callback(trainer: Trainer) -> Evaluation | None:

@@ -199,3 +199,20 @@ def test_a_requeued_slurm_job_resumes_its_own_requeue_checkpoint_over_the_ckpt_p
         main(again)
     assert (f"trainer.default_root_dir={tmp_path} is not valid: expected this SLURM job's own folder, but it holds "
             "hpc_ckpt_1.ckpt of job 42 (this is job 43)") in capsys.readouterr().err
+
+
+def test_a_saved_config_runs_again_and_a_checkpoint_of_another_model_is_refused_before_it_is_replaced(
+        tmp_path, capsys):
+    first = main([*ARGS, *quiet_args(tmp_path)])
+    run_dir = run_directory(first.trainer)
+    saved = (run_dir / "config.yaml").read_text()
+    again = main(["--config", str(run_dir / "config.yaml"), *quiet_args(tmp_path / "again")])  # as it was saved
+    assert again.model.generator_step == 12 and again.trainer.max_steps == optimizer_steps(12, 5)
+    for key, value in again.model.state_dict().items():
+        assert torch.equal(value, first.model.state_dict()[key]), key  # the same run, from its saved config
+    # The grid run's checkpoint given to a config with other networks: one line, and its run keeps its config.
+    with pytest.raises(SystemExit):
+        main(["--config", "configs/quickstart.yaml", *quiet_args(tmp_path),
+              f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"])
+    assert "is not valid: expected a checkpoint of this config's model, but" in capsys.readouterr().err
+    assert (run_dir / "config.yaml").read_text() == saved

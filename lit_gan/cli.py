@@ -221,8 +221,23 @@ def report(trainer: Trainer) -> str:
     return "\n".join(lines)
 
 
+def check_own_run_directory(cli: LitGANCLI) -> None:
+    """Without a logger a run writes straight into ``trainer.default_root_dir``: refuse one that holds another
+    run's files (they would be overwritten, and its numbered checkpoints pruned), unless resuming from it."""
+    if cli.trainer.logger is not None:
+        return
+    directory = Path(cli.trainer.default_root_dir).resolve()
+    taken = [name for name in ("config.yaml", "evaluation.json", "checkpoints") if (directory / name).exists()]
+    resuming = cli.config.ckpt_path and directory in Path(cli.config.ckpt_path).resolve().parents
+    if taken and not resuming:
+        cli.parser.error(f"trainer.default_root_dir={cli.trainer.default_root_dir} is not valid: expected a folder of "
+                         f"this run's own when trainer.logger is false, but it holds another run's {', '.join(taken)}; "
+                         "give it an empty folder, keep the logger (one folder per run), or resume with --ckpt_path")
+
+
 def main(args=None, extra_callbacks=()) -> LitGANCLI:
     cli = LitGANCLI(args=args, extra_callbacks=extra_callbacks)
+    check_own_run_directory(cli)
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
         if cli.trainer.is_global_zero:

@@ -216,3 +216,19 @@ def test_a_saved_config_runs_again_and_a_checkpoint_of_another_model_is_refused_
               f"--ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"])
     assert "is not valid: expected a checkpoint of this config's model, but" in capsys.readouterr().err
     assert (run_dir / "config.yaml").read_text() == saved
+
+
+def test_a_run_without_a_logger_refuses_a_folder_holding_another_runs_files_but_resumes_there(tmp_path, capsys):
+    args = ["--config", "configs/ring/nonsaturating.yaml", "--generator_steps=4", "--evaluation.num_samples=100",
+            "--checkpoint.every_n_generator_steps=2", "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
+    main(args)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    assert {"config.yaml", "evaluation.json", "last.ckpt"} <= {path.name for path in before}
+    with pytest.raises(SystemExit):
+        main([*args, "--seed_everything=1"])
+    assert (f"trainer.default_root_dir={tmp_path} is not valid: expected a folder of this run's own when "
+            "trainer.logger is false, but it holds another run's config.yaml, evaluation.json, checkpoints") in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before  # nothing lost
+    resumed = main([*args[:2], "--generator_steps=6", *args[3:], f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"])
+    assert resumed.model.generator_step == 6

@@ -112,6 +112,10 @@ class LitGANCLI(LightningCLI):
                 f"trainer.max_steps={config.trainer.max_steps} is set: lit-gan counts training length in "
                 "generator iterations, so set generator_steps instead and leave trainer.max_steps unset."
             )
+        every = config.trainer.log_every_n_steps
+        if every is not None and every < 1:  # Lightning takes 0, and then no loss is ever logged or checked
+            self.parser.error(f"trainer.log_every_n_steps={every} is not valid: expected an integer >= 1 "
+                              "(generator iterations between logged losses)")
         n_critic = config.model.init_args.get("n_critic", 1)
         config.trainer.max_steps = optimizer_steps(config.generator_steps, n_critic)
         if SLURMEnvironment.detect() and (requeued := self.slurm_requeue_checkpoint(config.trainer.default_root_dir)):

@@ -15,6 +15,7 @@ import importlib
 import inspect
 import re
 import sys
+from itertools import takewhile
 
 from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import LightningArgumentParser
@@ -44,15 +45,52 @@ def _did_you_mean(word: str, options: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def _describe(type_text: str) -> str:
-    literal = re.fullmatch(r"typing\.Literal\[(.*)\]", type_text)
+WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null",
+         # jsonargparse.typing's constrained numbers
+         "PositiveInt": "an integer >= 1", "NonNegativeInt": "an integer >= 0", "PositiveFloat": "a number > 0",
+         "NonNegativeFloat": "a number >= 0", "ClosedUnitInterval": "a number from 0 to 1",
+         "OpenUnitInterval": "a number between 0 and 1, exclusive"}
+
+
+LITERAL = re.compile(r"typing\.Literal\[(.*)\]")
+
+
+def _words(type_text: str) -> str | None:
+    """A type as jsonargparse prints it, in plain words; None for one without a rule."""
+    literal = LITERAL.fullmatch(type_text)
     if literal:
         return f"one of {literal.group(1)}"
+    name = re.fullmatch(r"<class '(?:builtins\.|jsonargparse\.typing\.)?(\w+)'>", type_text)
+    return WORDS.get(name.group(1)) if name else None
+
+
+def _describe(type_text: str) -> str:
     simple = re.fullmatch(r"<class '(\w+)'>", type_text)
-    if simple:
-        return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}.get(
-            simple.group(1), simple.group(1))
-    return type_text
+    return _words(type_text) or (simple.group(1) if simple else type_text)
+
+
+def _either(subtypes: list[str]) -> str | None:
+    """A Union's subtypes in plain words ('a number or null'); None where one has no rule."""
+    values = [m.group(1) for m in map(LITERAL.fullmatch, subtypes) if m]
+    words = [_words(t) for t in subtypes if not LITERAL.fullmatch(t)]
+    if values:  # trainer.precision's three Literals read as one list of values
+        words.insert(0, "one of " + ", ".join(values))
+    if None in words:
+        return None
+    if "a number" in words and "an integer" in words:  # Union[float, int]: a number covers it
+        words.remove("an integer")
+    return " or ".join(words)
+
+
+def _innermost(message: str) -> str:
+    """The report on the most deeply nested key: the lines indented under its ``Parser key "..."``."""
+    lines = message.splitlines()
+    start = max((i for i, line in enumerate(lines) if 'Parser key "' in line), default=None)
+    if start is None:
+        return ""
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    return "\n".join(takewhile(lambda line: not line.strip() or len(line) - len(line.lstrip()) > indent,
+                                lines[start + 1:]))
 
 
 def concise(message: str) -> str:
@@ -83,6 +121,18 @@ def concise(message: str) -> str:
     no_module = re.search(r"No module named '([\w.]+)'", message)
     if no_module and classes:
         return f"{dotted}={classes[-1]} is not valid: expected an importable class path (no module {no_module.group(1)})"
+    report = _innermost(message)
+    subtypes = re.search(r"^\s*Subtypes: [\[(](.*)[\])]$", report, re.M)
+    given = re.search(r"^\s*Given value: (.*)$", report, re.M)
+    # A type inside a Literal[...] may hold commas of its own.
+    accepted = subtypes and _either(re.findall(r"typing\.\w+\[[^\]]*\]|<class '[^']+'>|[^,\s]+", subtypes.group(1)))
+    if accepted and given:
+        return f"{dotted}={given.group(1).strip()} is not valid: expected {accepted}"
+    # The value precedes the restriction, or ends int()'s or float()'s error in quotes.
+    constrained = re.match(r"\s*Not of type (\w+): (?:(.*) does not conform to restriction|.*: '(.*)'$)", report, re.M)
+    if constrained and constrained.group(1) in WORDS:
+        value = constrained.group(2) if constrained.group(2) is not None else constrained.group(3)
+        return f"{dotted}={value} is not valid: expected {WORDS[constrained.group(1)]}"
     return message
 
 

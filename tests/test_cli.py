@@ -95,6 +95,13 @@ def test_unknown_key_fails_before_training_in_one_sentence(capsys):
     assert "Union" not in err and "usage:" not in err and len(err.strip().splitlines()) == 2
 
 
+@pytest.mark.parametrize("every", [0, -1])
+def test_logging_every_zero_iterations_is_refused(capsys, every):
+    # Lightning accepts it, and then no loss was logged and the discriminator-wins alarm never ran.
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", f"--trainer.log_every_n_steps={every}"])
+    assert f"trainer.log_every_n_steps={every} is not valid: expected an integer >= 1" in err
+
+
 def test_a_misspelt_nested_key_gets_a_suggestion(capsys):
     err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.init_args.generator.init_args.widht=3"])
     assert "model.init_args.generator.init_args.widht is not a key of lit_gan.nets.MLPGenerator" in err

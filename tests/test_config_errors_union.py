@@ -1,0 +1,27 @@
+"""Wrong values for Optional, Union and constrained keys fail in one sentence, like any other config mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from lit_gan.cli import main
+from tests.conftest import quiet_args
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("--model.init_args.ema_decay=abc", "model.init_args.ema_decay=abc is not valid: expected a number or null"),
+    ("--checkpoint.mode=foo", "checkpoint.mode=foo is not valid: expected one of 'min', 'max' or null"),
+    ("--stability.every_n_generator_steps=abc",
+     "stability.every_n_generator_steps=abc is not valid: expected an integer or null"),
+    ("--seed_everything=abc", "seed_everything=abc is not valid: expected true or false or an integer"),
+    ("--trainer.log_every_n_steps=abc", "trainer.log_every_n_steps=abc is not valid: expected an integer or null"),
+    ("--generator_steps=0", "generator_steps=0 is not valid: expected an integer >= 1"),
+], ids=["optional_in_a_class", "optional_literal", "optional_int", "union", "trainer_optional", "positive_int"])
+def test_a_wrong_value_fails_in_one_sentence(capsys, tmp_path, override, expected):
+    # quiet_args keep a run small should the override ever be accepted; the override comes last, so it wins.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", "configs/quickstart.yaml", *quiet_args(tmp_path), "--trainer.logger=false", override])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == f"error: {expected}"
+    assert len(lines) == 2 and lines[1].startswith("tip: ")

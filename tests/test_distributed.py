@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -69,3 +71,30 @@ def test_ranks_score_consecutive_slices_of_the_noise_so_the_gathered_samples_kee
     shares = [rank_share(noise, rank, world_size) for rank in range(world_size)]
     assert torch.equal(torch.cat(shares), noise)  # the cat state gathers in rank order
     assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_reaching_one_ddp_rank_stops_both_at_one_iteration_with_a_checkpoint(tmp_path):
+    command = [sys.executable, "train.py", "--config", "configs/ring/nonsaturating.yaml",
+               "--config", "configs/trainer/ddp_cpu.yaml", "--generator_steps=100000",
+               "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    # The default SIGINT disposition, as in a terminal (a background shell would make the ranks ignore it).
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 180
+        while not list(tmp_path.glob("lit-gan/*/evaluation.json")) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
+        rank_1 = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "train.py"], capture_output=True, text=True)
+        os.kill(int(rank_1.stdout.split()[0]), signal.SIGINT)  # rank 1 alone: rank 0 must learn of it
+        _, err = process.communicate(timeout=120)  # before, rank 0 trained on while rank 1 waited in its save
+    finally:
+        process.kill()
+        subprocess.run(["pkill", "-P", str(process.pid)], capture_output=True)
+    assert process.returncode == 1, err[-3000:]
+    last = next(tmp_path.glob("lit-gan/*/checkpoints/last.ckpt"))
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["gan_clock"]["generator_step"] > 0 and checkpoint["rank_rng_states"].shape[0] == 2
+    assert f"Saved {last}; resume with the same command plus --ckpt_path {last}" in err

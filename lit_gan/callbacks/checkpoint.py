@@ -105,7 +105,10 @@ class GeneratorCheckpoint(Callback):
         step = pl_module.generator_step
         if step > 0 and step % self.every_n_generator_steps == 0 and step != self.last_saved_step:
             self.save(trainer, pl_module, numbered=True)
-        if self.interrupted:
+        interrupted = self.interrupted
+        if trainer.world_size > 1:  # Ctrl-C reaches ranks in different iterations: all stop at the same one
+            interrupted = trainer.strategy.reduce_boolean_decision(interrupted, all=False)
+        if interrupted:
             self.interrupted = False
             raise KeyboardInterrupt  # Lightning's own handling: on_exception below saves last.ckpt, the run stops
 

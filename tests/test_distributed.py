@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lit_gan.callbacks.evaluation import rank_share
+from lit_gan.callbacks.samples import scatter_over_modes
 from lit_gan.data import RingGaussians
 from lit_gan.nets import MLPDiscriminator, MLPGenerator
 from lit_gan.objectives import NonSaturatingGAN
@@ -51,6 +52,11 @@ def test_two_process_ddp_trains_and_its_mode_metric_equals_one_process(tmp_path)
     single = {f"eval/{k}": float(v) for k, v in metric.compute().items()}
     for key, value in single.items():
         assert rows[-1][key] == pytest.approx(value, rel=1e-6, abs=1e-7, nan_ok=True), key  # NaN: no high-quality sample
+    # The scatter plot shows all 999 samples (it showed rank 0's share alone), byte for byte as one process draws it.
+    title = "NonSaturatingGAN, generator iteration 20\n" + ", ".join(
+        f"{key.removeprefix('eval/')} {value:.3g}" for key, value in rows[-1].items() if key.startswith("eval/"))
+    drawn = scatter_over_modes(module.generate(noise), RingGaussians().centers, tmp_path / "one_process.png", title)
+    assert drawn.read_bytes() == (run_dirs[0] / "samples" / "0000020.png").read_bytes()
 
     # Each rank drew its own noise for G (one seed on both ranks made every fake batch one batch twice).
     states = checkpoint["rank_rng_states"]

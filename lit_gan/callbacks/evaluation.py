@@ -111,13 +111,18 @@ class Evaluation(Callback):
                 batch_size = getattr(trainer.datamodule, "batch_size", 64)
                 recompute_batch_norm(pl_module.generator_ema, self.statistics_noise.to(pl_module.device), batch_size)
             samples = pl_module.generate(rank_share(self.noise, trainer.global_rank, trainer.world_size), ema=ema)
-            if not torch.isfinite(samples).all():
+            finite = bool(torch.isfinite(samples).all())
+            if trainer.world_size > 1:  # every rank scores, or none does: the metric's sync is collective
+                finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
+            if not finite:
                 rank_zero_warn(f"Evaluation at generator iteration {step}: the generator's samples are not "
                                f"finite, so {prefix}/ is not scored")
                 continue
             self.metric.reset()
             self.metric.update(samples)
             row.update({f"{prefix}/{k}": float(v) for k, v in self.metric.compute().items()})
+            if trainer.is_global_zero and trainer.world_size > 1 and samples.dim() == 2:
+                samples = pl_module.generate(self.noise, ema=ema)  # the scatter plot shows all; an image grid, rank 0's first 64
             images[prefix] = samples
         row["generator_step"] = step
         self.history.append(row)

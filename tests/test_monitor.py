@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import pytest
@@ -10,9 +11,9 @@ import torch
 from torch import nn
 
 from lit_gan.callbacks import StabilityAlarm, StabilityMonitor
-from lit_gan.callbacks.monitor import mean_pairwise_distance, spectral_norms
+from lit_gan.callbacks.monitor import coverage_reason, mean_pairwise_distance, spectral_norms
 from lit_gan.cli import main
-from lit_gan.data import GridGaussians
+from lit_gan.data import GridGaussians, StackedDigits
 from lit_gan.nets import MLPDiscriminator
 from lit_gan.objectives import NonSaturatingGAN
 from lit_gan.wandb_offline import find_run_file, read_run
@@ -189,3 +190,19 @@ def test_diversity_and_spectral_norms_measure_what_they_say():
     norms = spectral_norms(sn)
     assert norms["head"] == pytest.approx(1.0, abs=0.05)  # what D computes with: the normalised weight
     assert torch.equal(sn.head.parametrizations.weight[0]._u, u)  # reading it ran no power iteration
+
+
+def test_the_coverage_alarm_judges_the_samples_against_as_many_of_the_datas_own():
+    # 400 real stacked digits fill only ~311 of 1000 modes' worth of histogram: against all 1000 modes the
+    # data itself looked collapsed, and a healthy run with evaluation.num_samples=400 was always flagged.
+    data = StackedDigits(resolution=8, size=400, seed=3)
+    real = torch.stack([image for image, _ in data.train_dataset()])
+    metric = data.evaluation_metric()
+    metric.update(real)
+    reverse_kl = float(metric.compute()["reverse_kl"])
+    assert 1000 * math.exp(-reverse_kl) < 0.5 * 1000  # what the alarm compared with before
+    assert coverage_reason(reverse_kl, 1000, 400, collapse_coverage=0.5) is None
+    metric.reset()
+    metric.update(real[:40].repeat(10, 1, 1, 1))  # 400 samples of at most 40 modes
+    reason = coverage_reason(float(metric.compute()["reverse_kl"]), 1000, 400, collapse_coverage=0.5)
+    assert reason is not None and "of the 311.4 that 400 samples of the data itself spread over" in reason

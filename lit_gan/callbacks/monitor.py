@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Optional
@@ -46,6 +47,31 @@ def spectral_norms(network: nn.Module) -> dict[str, Tensor]:
         }
     finally:
         network.train(was_training)
+
+
+@functools.lru_cache(maxsize=None)
+def data_effective_modes(num_modes: int, num_samples: int, draws: int = 64) -> float:
+    """exp(entropy) of the mode histogram of ``num_samples`` draws spread evenly over ``num_modes`` modes
+    (mean of ``draws`` seeded histograms): what the data itself scores with that many samples. Few samples
+    per mode make any histogram uneven: 2,000 samples of 1,000 equally likely modes give ~755, not 1,000."""
+    modes = torch.randint(num_modes, (draws, num_samples), generator=torch.Generator().manual_seed(0))
+    counts = torch.zeros(draws, num_modes, dtype=torch.float64).scatter_add_(1, modes, torch.ones_like(modes, dtype=torch.float64))
+    p = counts / num_samples
+    return float((-(p * p.clamp_min(1e-300).log()).sum(1)).exp().mean())
+
+
+def coverage_reason(reverse_kl: float, num_modes: int, num_samples: int, collapse_coverage: float) -> Optional[str]:
+    """Why the samples count as collapsed, or None: their mode histogram's exp(entropy) (= num_modes *
+    exp(-reverse KL), the number of equally used modes with the same spread) below ``collapse_coverage`` of
+    what the data's own samples score. Unlike the count of modes hit, it does not flag a run whose samples
+    are still blurry but spread over every mode."""
+    effective = num_modes * math.exp(-reverse_kl)
+    data = data_effective_modes(num_modes, num_samples)
+    if effective >= collapse_coverage * data:
+        return None
+    return (f"the samples spread over the equivalent of {effective:.1f} of {num_modes} modes (reverse KL "
+            f"{reverse_kl:.3g}; alarm below {collapse_coverage:.0%} of the {data:.1f} that {num_samples} samples of "
+            "the data itself spread over)")
 
 
 def loss_scale(trainer: pl.Trainer) -> Optional[float]:
@@ -262,14 +288,8 @@ class StabilityMonitor(Callback):
         if (evaluated >= self.warmup_generator_steps and evaluated != self.coverage_step
                 and "eval/reverse_kl" in latest and num_modes):
             self.coverage_step = evaluated
-            # exp(entropy) of the samples' mode histogram = num_modes * exp(-KL(p_gen || uniform)): the number
-            # of equally used modes with the same spread. Unlike the count of modes hit, it does not flag a
-            # run whose samples are still blurry but spread over every mode. Kept until the next evaluation.
-            effective = num_modes * math.exp(-latest["eval/reverse_kl"])
-            self.reasons["coverage"] = (
-                f"the samples spread over the equivalent of {effective:.1f} of {num_modes} modes (reverse KL "
-                f"{latest['eval/reverse_kl']:.3g}; alarm below {self.collapse_coverage:.0%} of the modes)"
-                if effective < self.collapse_coverage * num_modes else None)
+            self.reasons["coverage"] = coverage_reason(latest["eval/reverse_kl"], num_modes, evaluation.num_samples,
+                                                       self.collapse_coverage)  # kept until the next evaluation
         if trainer.world_size > 1:
             # Each rank measured diversity against its own real batches: rank 0's verdict holds for all, so
             # every rank stops (stop_on_collapse) at the same iteration instead of leaving the others hanging.

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lit_gan.callbacks.checkpoint import GeneratorCheckpoint
 from lit_gan.callbacks.evaluation import Evaluation
-from lit_gan.callbacks.output import find_callback, run_directory
+from lit_gan.callbacks.output import find_callback, log_row, run_directory
 from lit_gan.errors import require
 from lit_gan.files import write_atomically
 
@@ -205,8 +205,7 @@ class StabilityMonitor(Callback):
         if scale is not None:
             values["monitor/loss_scale"] = scale  # halved at each float16 overflow, grown after 2000 clean steps
         if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics({**values, "generator_step": step}, step=step)
+            log_row(trainer.loggers, {**values, "generator_step": step}, step)
 
     def on_train_end(self, trainer, pl_module) -> None:
         # The final evaluation (made just before, by the Evaluation callback) is checked too.
@@ -332,9 +331,9 @@ class StabilityMonitor(Callback):
         rank_zero_warn(f"[lit-gan stability monitor] {message}", category=StabilityAlarm)
         if not trainer.is_global_zero:
             return
+        log_row(trainer.loggers, {"monitor/alarms": len(self.alarms), "generator_step": pl_module.generator_step},
+                pl_module.generator_step)
         for logger in trainer.loggers:
-            logger.log_metrics({"monitor/alarms": len(self.alarms), "generator_step": pl_module.generator_step},
-                               step=pl_module.generator_step)
             if isinstance(logger, WandbLogger):
                 import wandb
 

@@ -30,12 +30,22 @@ def find_callback(trainer: pl.Trainer, kind: type[C]) -> C | None:
     return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
 
 
+def log_row(loggers, row: dict, step: int) -> None:
+    """Log ``row`` (which holds ``generator_step``) to every logger at x = ``step`` generator iterations.
+
+    W&B gets no ``step``: Lightning would add it as a ``trainer/global_step`` column, which would hold generator
+    iterations under the name of Lightning's global step (``(n_critic + 1)`` times larger); its charts take
+    ``generator_step`` from the row (LoggedConfig).
+    """
+    for logger in loggers:
+        logger.log_metrics(row, step=None if isinstance(logger, WandbLogger) else step)
+
+
 def log_images(trainer: pl.Trainer, paths: dict[str, Path], row: dict[str, float], step: int) -> None:
     """Log ``row`` to every logger; W&B also gets the images at ``paths`` (by key) in the same history row."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and paths:
             import wandb
 
-            logger.log_metrics({**row, **{key: wandb.Image(str(path)) for key, path in paths.items()}}, step=step)
-        else:
-            logger.log_metrics(row, step=step)
+            row = {**row, **{key: wandb.Image(str(path)) for key, path in paths.items()}}
+        log_row([logger], row, step)

@@ -535,9 +535,10 @@ class GANModule(pl.LightningModule):
     def log_to_loggers(self, metrics: dict[str, Tensor]) -> None:
         """Send ``metrics`` to every logger at x = generator iterations (one host sync)."""
         values = torch.stack([v.float().to(self.device) for v in metrics.values()]).tolist()
+        from lit_gan.callbacks.output import log_row  # here: lit_gan.callbacks imports this module
+
         self.logged_values = dict(zip(metrics, values), generator_step=self.generator_step)
-        for logger in self.loggers:
-            logger.log_metrics(self.logged_values, step=self.generator_step)
+        log_row(self.loggers, self.logged_values, self.generator_step)
 
     # --------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +52,19 @@ def quiet_args(tmp_path: Path, *extra: str) -> list[str]:
         f"--trainer.default_root_dir={tmp_path}",
         *extra,
     ]
+
+
+def start_training(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """``train.py ARGS`` in a child process, returned once its first evaluation is written (a few hundred
+    iterations in). SIGINT keeps its default disposition, as in a terminal: a shell that starts jobs in the
+    background (as CI may) makes them ignore it, and the child would inherit that."""
+    command = [sys.executable, "train.py", *args, "--generator_steps=100000", "--trainer.enable_progress_bar=false",
+               f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.glob("lit-gan/*/evaluation.json")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    return process

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ from lit_gan.callbacks.samples import scatter_over_modes
 from lit_gan.data import RingGaussians
 from lit_gan.nets import MLPDiscriminator, MLPGenerator
 from lit_gan.objectives import NonSaturatingGAN
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_training
 
 
 @pytest.mark.slow
@@ -81,18 +80,9 @@ def test_ranks_score_consecutive_slices_of_the_noise_so_the_gathered_samples_kee
 
 @pytest.mark.slow
 def test_ctrl_c_reaching_one_ddp_rank_stops_both_at_one_iteration_with_a_checkpoint(tmp_path):
-    command = [sys.executable, "train.py", "--config", "configs/ring/nonsaturating.yaml",
-               "--config", "configs/trainer/ddp_cpu.yaml", "--generator_steps=100000",
-               "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}"]
-    # The default SIGINT disposition, as in a terminal (a background shell would make the ranks ignore it).
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"},
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = start_training(tmp_path, "--config", "configs/ring/nonsaturating.yaml", "--config",
+                             "configs/trainer/ddp_cpu.yaml")
     try:
-        deadline = time.monotonic() + 180
-        while not list(tmp_path.glob("lit-gan/*/evaluation.json")) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(2)
         rank_1 = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "train.py"], capture_output=True, text=True)
         os.kill(int(rank_1.stdout.split()[0]), signal.SIGINT)  # rank 1 alone: rank 0 must learn of it
         _, err = process.communicate(timeout=120)  # before, rank 0 trained on while rank 1 waited in its save

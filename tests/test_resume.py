@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 import warnings
 
 import pytest
@@ -16,7 +13,7 @@ import torch
 from lit_gan.callbacks import run_directory
 from lit_gan.cli import main
 from lit_gan.objectives import optimizer_steps
-from tests.conftest import ROOT, quiet_args
+from tests.conftest import quiet_args, start_training
 
 # WGAN-GP with n_critic 5 (the place in the critic cycle matters), a penalty that draws random
 # interpolation weights, linear learning-rate decay (scheduler state) and a moving average of G.
@@ -73,18 +70,8 @@ def test_a_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys, cont
 
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 1), (signal.SIGTERM, 143)], ids=["ctrl_c", "sigterm"])
 def test_an_interrupted_run_saves_a_checkpoint_that_resumes(tmp_path, signum, exit_code):
-    command = [sys.executable, "train.py", "--config", "configs/grid/nonsaturating.yaml", "--generator_steps=100000",
-               "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}"]
-    # A shell that starts jobs in the background (as CI may) makes them ignore SIGINT, and the child would
-    # inherit that; give it the default disposition, as an interactive terminal does.
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"},
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = start_training(tmp_path, "--config", "configs/grid/nonsaturating.yaml")
     try:
-        deadline = time.monotonic() + 120
-        while not list(tmp_path.glob("lit-gan/*/evaluation.json")) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(2)  # a few hundred iterations in
         process.send_signal(signum)
         _, err = process.communicate(timeout=120)
     finally:

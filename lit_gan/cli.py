@@ -55,8 +55,14 @@ class LoggedConfig(SaveConfigCallback):
         super().__init__(*args, **{**kwargs, "save_to_log_dir": False})
 
     def save_config(self, trainer: Trainer, pl_module, stage: str) -> None:
+        # The file trains the run again, from the start: max_steps is derived from generator_steps (and refused
+        # when set), and this run's checkpoint and W&B id would resume it instead, into its own directory.
         config = self.config.clone()
-        config.trainer.max_steps = None  # derived from generator_steps: the saved file must run again as it is
+        config.trainer.max_steps = None
+        config.ckpt_path = None
+        logger = config.trainer.logger
+        if getattr(logger, "class_path", "").endswith("WandbLogger"):
+            logger.init_args.id, logger.init_args.resume = None, None
         text = self.parser.dump(config, skip_none=False)
         directory = run_directory(trainer)
         directory.mkdir(parents=True, exist_ok=True)
@@ -232,8 +238,7 @@ def check_own_run_directory(cli: LitGANCLI) -> None:
         return
     directory = Path(cli.trainer.default_root_dir).resolve()
     taken = [name for name in ("config.yaml", "evaluation.json", "checkpoints") if (directory / name).exists()]
-    resuming = cli.config.ckpt_path and directory in Path(cli.config.ckpt_path).resolve().parents
-    if taken and not resuming:
+    if taken and not cli.config.ckpt_path:  # a resumed run continues in its folder
         cli.parser.error(f"trainer.default_root_dir={cli.trainer.default_root_dir} is not valid: expected a folder of "
                          f"this run's own when trainer.logger is false, but it holds another run's {', '.join(taken)}; "
                          "give it an empty folder, keep the logger (one folder per run), or resume with --ckpt_path")

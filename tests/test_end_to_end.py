@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import json
 from pathlib import Path
 
@@ -146,3 +147,19 @@ def test_mode_spread_script_reads_a_finished_run(finished_run):
     shares = [float(x) for x in re.findall(r"sigma ([\d.]+)%", out)]
     assert len(shares) == 6 and shares == sorted(shares) and shares[-1] <= 100
     assert len(re.findall(r"^ +\d+ \|", out, re.M)) == 25
+
+
+def test_a_second_logger_gets_every_score_and_none_of_w_and_b_images(tmp_path):
+    config = tmp_path / "two_loggers.yaml"
+    config.write_text(f"""
+trainer:
+  logger:
+    - {{class_path: lightning.pytorch.loggers.WandbLogger, init_args: {{project: lit-gan, save_dir: {tmp_path}, offline: true}}}}
+    - {{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {{save_dir: {tmp_path / 'csv'}}}}}
+""")
+    main(["--config", "configs/ring/nonsaturating.yaml", "--config", str(config), "--generator_steps=4",
+          "--evaluation.every_n_generator_steps=2", "--evaluation.num_samples=100", "--trainer.log_every_n_steps=2",
+          "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"])
+    rows = list(csv.DictReader(next(tmp_path.glob("csv/**/metrics.csv")).open()))
+    assert sorted({row["generator_step"] for row in rows if row["eval/modes"]}) == ["0", "2", "4"]
+    assert "samples" not in rows[0]  # the W&B image objects went to W&B alone

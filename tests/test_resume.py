@@ -192,8 +192,12 @@ def test_a_saved_config_runs_again_and_a_checkpoint_of_another_model_is_refused_
         tmp_path, capsys):
     first = main([*ARGS, *quiet_args(tmp_path)])
     run_dir = run_directory(first.trainer)
+    # Resumed, the run rewrites its config.yaml; that file still trains the run from the start, in a new folder
+    # (it held the checkpoint and the W&B id, and resumed the finished run in place).
+    main([*ARGS, *quiet_args(tmp_path), f"--ckpt_path={run_dir / 'checkpoints' / 'generator_step=0000006.ckpt'}"])
     saved = (run_dir / "config.yaml").read_text()
     again = main(["--config", str(run_dir / "config.yaml"), *quiet_args(tmp_path / "again")])  # as it was saved
+    assert run_directory(again.trainer) != run_dir and again.trainer.ckpt_path is None
     assert again.model.generator_step == 12 and again.trainer.max_steps == optimizer_steps(12, 5)
     for key, value in again.model.state_dict().items():
         assert torch.equal(value, first.model.state_dict()[key]), key  # the same run, from its saved config
@@ -219,3 +223,10 @@ def test_a_run_without_a_logger_refuses_a_folder_holding_another_runs_files_but_
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before  # nothing lost
     resumed = main([*args[:2], "--generator_steps=6", *args[3:], f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"])
     assert resumed.model.generator_step == 6
+    # Its checkpoints kept elsewhere (checkpoint.dirpath): resuming from there continues in the same folder too.
+    kept = tmp_path.with_name(tmp_path.name + "_kept")  # outside the run's folder
+    resumed = main([*args[:2], "--generator_steps=8", *args[3:], f"--checkpoint.dirpath={kept}",
+                    f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"])
+    resumed = main([*args[:2], "--generator_steps=10", *args[3:], f"--checkpoint.dirpath={kept}",
+                    f"--ckpt_path={kept / 'last.ckpt'}"])
+    assert resumed.model.generator_step == 10

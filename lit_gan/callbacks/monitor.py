@@ -53,7 +53,7 @@ def spectral_norms(network: nn.Module) -> dict[str, Tensor]:
 def data_effective_modes(num_modes: int, num_samples: int, draws: int = 64) -> float:
     """exp(entropy) of the mode histogram of ``num_samples`` draws spread evenly over ``num_modes`` modes
     (mean of ``draws`` seeded histograms): what the data itself scores with that many samples. Few samples
-    per mode make any histogram uneven: 2,000 samples of 1,000 equally likely modes give ~755, not 1,000."""
+    per mode make any histogram uneven: 2,000 samples of 1,000 equally likely modes give ~753, not 1,000."""
     modes = torch.randint(num_modes, (draws, num_samples), generator=torch.Generator().manual_seed(0))
     counts = torch.zeros(draws, num_modes, dtype=torch.float64).scatter_add_(1, modes, torch.ones_like(modes, dtype=torch.float64))
     p = counts / num_samples
@@ -100,8 +100,8 @@ class StabilityMonitor(Callback):
     - ``collapse``: after ``warmup_generator_steps``, diversity below
       ``collapse_diversity`` for ``patience`` checks in a row, or (on data
       with known modes) an evaluation whose samples spread over fewer than
-      ``collapse_coverage`` of the modes: ``exp(-reverse KL)``, the share of
-      equally used modes with the same entropy. Each evaluation is read at the
+      ``collapse_coverage`` of the modes that as many samples of the data
+      itself spread over (:func:`coverage_reason`). Each evaluation is read at the
       first check at or after it, and the final one when training ends, so
       the evaluation and monitor cadences need not divide each other. Under
       DDP rank 0's verdict holds for every rank.

@@ -44,8 +44,9 @@ def log_row(loggers, row: dict, step: int) -> None:
 def log_images(trainer: pl.Trainer, paths: dict[str, Path], row: dict[str, float], step: int) -> None:
     """Log ``row`` to every logger; W&B also gets the images at ``paths`` (by key) in the same history row."""
     for logger in trainer.loggers:
+        logged = row
         if isinstance(logger, WandbLogger) and paths:
             import wandb
 
-            row = {**row, **{key: wandb.Image(str(path)) for key, path in paths.items()}}
-        log_row([logger], row, step)
+            logged = {**row, **{key: wandb.Image(str(path)) for key, path in paths.items()}}
+        log_row([logger], logged, step)

@@ -80,6 +80,7 @@ def unrolled_discriminator(
     optimizer: torch.optim.Adam,
     loss_fn: Callable[[Callable[[Tensor], Tensor]], Tensor],
     steps: int,
+    scaler=None,
 ) -> Callable[[Tensor], Tensor]:
     """D as it would be after ``steps`` differentiable Adam updates (Metz et al. 2017, Eq. 6-7).
 
@@ -90,7 +91,10 @@ def unrolled_discriminator(
     D's Adam state and hyperparameters; D's own parameters, buffers and
     optimizer state are left untouched (buffers are copied for the look-ahead).
     Adam's epsilon sits inside the square root so the second derivative stays
-    finite where a gradient is exactly 0.
+    finite where a gradient is exactly 0. Under ``16-mixed`` pass the
+    ``GradScaler``: each look-ahead gradient is taken of the scaled loss and
+    unscaled (PyTorch's AMP recipe), or float16 intermediates underflow to 0
+    and the look-ahead stands still.
     """
     names = [name for name, _ in discriminator.named_parameters()]
     originals = [p for _, p in discriminator.named_parameters()]
@@ -111,7 +115,12 @@ def unrolled_discriminator(
         return lambda x: functional_call(discriminator, {**dict(zip(names, values)), **buffers}, (x,))
 
     for _ in range(steps):
-        grads = torch.autograd.grad(loss_fn(discriminator_with(params)), params, create_graph=True)
+        loss = loss_fn(discriminator_with(params))
+        if scaler is None:
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+        else:
+            scaled = torch.autograd.grad(scaler.scale(loss), params, create_graph=True)
+            grads = [g * (1.0 / scaler.get_scale()) for g in scaled]
         updated, new_moments = [], []
         for p, g, (m, v, t) in zip(params, grads, moments):
             t += 1

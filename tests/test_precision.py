@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.plugins import MixedPrecision
 
 from lit_gan.callbacks import StabilityMonitor
@@ -12,6 +13,7 @@ from lit_gan.data import GridGaussians
 from lit_gan.nets import MLPDiscriminator, MLPGenerator
 from lit_gan.objectives import DRAGAN, LSGAN, WGAN, WGANGP, HingeGAN, MinimaxGAN, NonSaturatingGAN, optimizer_steps
 from lit_gan.penalties import GradientPenalty, R1Penalty
+from lit_gan.stabilizers import unrolled_discriminator
 
 
 def scaler_plugin() -> MixedPrecision:
@@ -110,3 +112,21 @@ def test_a_float16_run_whose_every_step_overflows_is_stopped_once_the_loss_scale
     assert scaler.get_scale() < 1.0 and module.generator_step < 40
     assert "the 16-mixed loss scale fell to" in module.diverged and "at generator iteration" in module.diverged
     assert [alarm["alarm"] for alarm in monitor.alarms][-1] == "non_finite"
+
+
+def test_unrolled_look_ahead_under_float16_takes_the_scaled_gradient():
+    torch.manual_seed(0)
+    discriminator = MLPDiscriminator(width=64, depth=3)
+    optimizer = torch.optim.Adam(discriminator.parameters(), lr=1e-2, betas=(0.5, 0.9))
+    real, fake, probe = torch.randn(64, 2), torch.randn(64, 2) * 2, torch.randn(16, 2)
+
+    def loss(d):  # D's loss, small enough that its float16 gradients underflow unless scaled (Adam's step does not shrink)
+        return 1e-5 * (F.softplus(-d(real)).mean() + F.softplus(d(fake)).mean())
+
+    reference = unrolled_discriminator(discriminator, optimizer, loss, steps=2)(probe)
+    moved = (reference - discriminator(probe)).abs().max()
+    with torch.autocast("cpu", dtype=torch.float16):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+        scaled = unrolled_discriminator(discriminator, optimizer, loss, 2, scaler)(probe).float()
+    # float16 arithmetic, the same look-ahead (unscaled, 84% of the look-ahead's move was lost to underflow)
+    assert (scaled - reference).abs().max() <= 0.05 * moved

@@ -529,7 +529,8 @@ class GANModule(pl.LightningModule):
         real, unrolled_fake = self.with_instance_noise(real), self.with_instance_noise(fake)
         return unrolled_discriminator(
             self.discriminator, getattr(optimizer, "optimizer", optimizer),
-            lambda d: self.discriminator_loss(d(real), d(unrolled_fake)), steps)
+            lambda d: self.discriminator_loss(d(real), d(unrolled_fake)), steps,
+            scaler=getattr(self.trainer.precision_plugin, "scaler", None))
 
     # ------------------------------------------------------------------- logging
     def log_to_loggers(self, metrics: dict[str, Tensor]) -> None:

@@ -140,21 +140,24 @@ def test_a_checkpoint_knows_the_best_score_of_its_own_iteration(tmp_path):
         assert state["best_score"] == pytest.approx(scores[-1]), name
 
 
-def test_an_image_run_resumed_mid_epoch_reproduces_the_uninterrupted_run(tmp_path):
-    # 1,797 digits in batches of 64: 28 batches an epoch. Resumed from iteration 15 (mid epoch 0, crossing
-    # into epoch 1) and 30 (2 batches into epoch 1): each epoch's order and the place in it come back.
-    args = ["--config", "configs/digits/nonsaturating_dcgan.yaml", "--generator_steps=40",
+@pytest.mark.parametrize("workers, resumed_from", [(0, (14, 28)), (2, (42,))])
+def test_an_image_run_resumed_mid_epoch_reproduces_the_uninterrupted_run(tmp_path, workers, resumed_from):
+    # 1,797 digits in batches of 64: 28 batches an epoch. Resumed from iteration 14 (mid epoch 0), 28 (the start
+    # of epoch 1: the loader's seed draw once shifted G's noise) and 42 (mid epoch 1: worker processes once took
+    # epoch 0's order); each epoch's order and the place in it come back.
+    args = ["--config", "configs/digits/nonsaturating_dcgan.yaml", "--generator_steps=44",
             "--evaluation.every_n_generator_steps=100", "--evaluation.num_samples=200",
-            "--checkpoint.every_n_generator_steps=15", "--trainer.log_every_n_steps=5"]
+            "--checkpoint.every_n_generator_steps=14", "--checkpoint.keep=3", "--trainer.log_every_n_steps=5",
+            f"--data.init_args.num_workers={workers}"]
     uninterrupted = main([*args, *quiet_args(tmp_path)])
     final = {k: v.clone() for k, v in uninterrupted.model.state_dict().items()}
     checkpoints = tmp_path / "lit-gan" / uninterrupted.trainer.logger.version / "checkpoints"
-    for step in (15, 30):
+    for step in resumed_from:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             resumed = main([*args, *quiet_args(tmp_path / str(step)),
                             f"--ckpt_path={checkpoints / f'generator_step={step:07d}.ckpt'}"])
-        assert resumed.model.generator_step == 40
+        assert resumed.model.generator_step == 44
         for key, value in resumed.model.state_dict().items():
             torch.testing.assert_close(value, final[key], rtol=0, atol=0, msg=f"{key}, resumed from {step}")
         assert not [w for w in caught if "dataloader is not resumable" in str(w.message)]

@@ -44,9 +44,9 @@ class EpochShuffle(RandomSampler):
     ``DistributedSampler`` in its place (also ordered by epoch, but resumed at the start of the epoch).
     """
 
-    def __init__(self, data_source: Dataset, seed: int, skip: int = 0):
+    def __init__(self, data_source: Dataset, seed: int, epoch: int = 0, skip: int = 0):
         super().__init__(data_source)
-        self.seed, self.epoch, self.skip = seed, 0, skip
+        self.seed, self.epoch, self.skip = seed, epoch, skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -79,10 +79,17 @@ class ImageDataModule(ResumableDataModule):
         require(per_process >= self.batch_size, "data.batch_size", self.batch_size,
                 f"at most the {share} of {type(self).__name__}")
         batches_per_epoch = len(dataset) // self.batch_size
-        sampler = EpochShuffle(dataset, self.seed, skip=self.batches_consumed % batches_per_epoch * self.batch_size)
-        # Full batches only: batch norm and the per-batch losses assume a constant batch size.
+        # The resumed epoch from the start: worker processes take indices from the sampler as soon as the
+        # loader's iterator exists, before Lightning calls set_epoch.
+        epoch, done = divmod(self.batches_consumed, batches_per_epoch)
+        sampler = EpochShuffle(dataset, self.seed, epoch=epoch, skip=done * self.batch_size)
+        # Full batches only: batch norm and the per-batch losses assume a constant batch size. The loader's
+        # own generator: without it each epoch's iterator draws a seed from the global stream, which a run
+        # resumed at an epoch's start would draw before its saved random state comes back, and G's noise
+        # would shift by one draw.
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)

@@ -31,6 +31,23 @@ def test_an_image_folder_of_generated_pngs_loads_as_square_tensors_in_range(tmp_
     assert -1.0 <= batches[0].min() and batches[0].max() <= 1.0
 
 
+def test_symlinked_sub_folders_are_read_and_a_link_loop_ends(tmp_path):
+    write_pngs(tmp_path / "storage" / "cats", 3, "RGB")
+    write_pngs(tmp_path / "root" / "dogs", 2, "RGB")
+    (tmp_path / "root" / "cats").symlink_to(tmp_path / "storage" / "cats", target_is_directory=True)
+    (tmp_path / "root" / "dogs" / "loop").symlink_to(tmp_path / "root", target_is_directory=True)
+    files = ImageFolder(root=str(tmp_path / "root"), num_workers=0).files()
+    assert sorted(f.relative_to(tmp_path / "root").as_posix() for f in files) == [
+        "cats/RGB_0.png", "cats/RGB_1.png", "cats/RGB_2.png", "dogs/RGB_0.png", "dogs/RGB_1.png"]
+
+
+@pytest.mark.parametrize("make", [lambda root: ImageFolder(root=root, resolution=0),
+                                  lambda root: TorchvisionImages(root=root, resolution=-3)], ids=["folder", "torchvision"])
+def test_an_image_size_below_one_is_refused(make, tmp_path):
+    with pytest.raises(ValueError, match="data.resolution=(0|-3) is not valid: expected"):
+        make(str(tmp_path))
+
+
 def test_an_empty_folder_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(ValueError, match="data.root=.* is not valid: expected a folder containing image files"):
@@ -48,7 +65,8 @@ def test_a_missing_torchvision_dataset_says_where_it_looked_and_how_to_provide_i
     with pytest.raises(ValueError) as error:
         datamodule.prepare_data()
     message = str(error.value)
-    assert str((tmp_path / "data").resolve()) in message
+    folder = {"mnist": "MNIST/raw", "cifar10": "cifar-10-batches-py"}[name]  # where torchvision reads them
+    assert f"in {(tmp_path / 'data').resolve() / folder} " in message
     assert "data.download=true" in message and name in message
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -95,8 +96,10 @@ class TorchvisionImages(ImageDataModule):
         super().__init__(batch_size, num_workers, seed)
         require(name in TORCHVISION, "data.name", name, f"one of {sorted(TORCHVISION)}")
         self.name, self.root, self.split, self.download = name, root, split, download
+        require(resolution is None or resolution >= 1, "data.resolution", resolution,
+                "null (the dataset's own size) or an image size >= 1")
         class_name, self.channels, native, self.crop = TORCHVISION[name]
-        self.resolution = resolution or native
+        self.resolution = native if resolution is None else resolution
         self.inception_weights = inception_weights
 
     @property
@@ -115,7 +118,8 @@ class TorchvisionImages(ImageDataModule):
         try:
             return cls(self.root, download=self.download, transform=transform, **split)
         except (RuntimeError, FileNotFoundError) as error:
-            where = Path(self.root).resolve()
+            # The folder torchvision reads: <root>/cifar-10-batches-py, <root>/celeba, <root>/MNIST/raw ...
+            where = Path(self.root).resolve() / getattr(cls, "base_folder", f"{cls.__name__}/raw")
             raise ConfigError(
                 f"data.root={self.root!r} is not valid: expected the {self.name} files in {where} "
                 f"(torchvision's layout; torchvision said: {error}). Set data.download=true on a machine with "
@@ -131,7 +135,17 @@ class TorchvisionImages(ImageDataModule):
 
 
 def find_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Every image file under ``root``, following symlinked folders (class folders linked in from shared
+    storage; ``Path.rglob`` skips them before Python 3.13), each real folder once (a link loop ends)."""
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders.clear()
+            continue
+        seen.add(real)
+        found += [Path(folder) / name for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(path for path in found if path.is_file())
 
 
 class FolderDataset(Dataset):
@@ -180,6 +194,7 @@ class ImageFolder(ImageDataModule):
                  num_workers: int = 4, seed: int = 0, inception_weights: Optional[str] = None,
                  bad_files: Literal["skip", "fail"] = "skip"):
         super().__init__(batch_size, num_workers, seed)
+        require(resolution >= 1, "data.resolution", resolution, "an image size >= 1")
         require(bad_files in ("skip", "fail"), "data.bad_files", bad_files, "'skip' or 'fail'")
         self.root, self.resolution, self.channels = Path(root), resolution, channels
         self.inception_weights = inception_weights
@@ -189,6 +204,9 @@ class ImageFolder(ImageDataModule):
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return (self.channels, self.resolution, self.resolution)
+
+    def prepare_data(self) -> None:
+        self.files()  # on one process: under DDP the other ranks then read the scan's cached answer
 
     def files(self) -> list[Path]:
         """The readable image files, checked once."""

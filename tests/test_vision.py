@@ -70,6 +70,29 @@ def test_a_missing_torchvision_dataset_says_where_it_looked_and_how_to_provide_i
     assert "data.download=true" in message and name in message
 
 
+def write_mnist(root: Path, train: int, test: int) -> None:
+    """A tiny MNIST in torchvision's raw idx layout (it reads these files without checksums)."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    generator = torch.Generator().manual_seed(0)
+    for prefix, count in (("train", train), ("t10k", test)):
+        pixels = torch.randint(0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8)
+        header = (2051).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (count, 28, 28))
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(header + pixels.numpy().tobytes())
+        labels = (2049).to_bytes(4, "big") + count.to_bytes(4, "big") + bytes(count)
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(labels)
+
+
+@pytest.mark.parametrize("fid_split, real_count", [(None, 12), ("test", 5)])
+def test_the_fid_reference_split_is_chosen_apart_from_the_training_split(tmp_path, fid_split, real_count):
+    write_mnist(tmp_path, train=12, test=5)
+    datamodule = TorchvisionImages(name="mnist", root=str(tmp_path), num_workers=0, fid_split=fid_split)
+    datamodule.prepare_data()
+    assert len(datamodule.train_dataset()) == 12  # trains on the training images either way
+    metric = datamodule.evaluation_metric()
+    assert len(metric.real) == real_count and metric.cache_name.startswith(f"mnist-{fid_split or 'train'}-28px")
+
+
 def broken_folder(root: Path) -> Path:
     """Good PNGs of every mode, plus a truncated PNG, a text file named .jpg and an empty .png."""
     write_pngs(root, 4, "RGB")

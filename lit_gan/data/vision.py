@@ -84,7 +84,10 @@ class TorchvisionImages(ImageDataModule):
 
     ``download: true`` fetches missing files; without it (clusters without
     internet) a missing dataset stops the run before training with the
-    folder that was searched and how to provide it.
+    folder that was searched and how to provide it. ``fid_split`` is the split
+    FID/KID/IS/precision-recall compare with (default: the training ``split``);
+    ``test`` gives the 10k-test-image protocol of Miyato et al. 2018 and Kurach
+    et al. 2019 without training on the test images.
     """
 
     metric_goals = FidelityMetrics.goals  # logged as eval/<key>
@@ -92,8 +95,10 @@ class TorchvisionImages(ImageDataModule):
     def __init__(self, name: Literal["mnist", "fashion_mnist", "cifar10", "celeba"] = "cifar10", root: str = "data",
                  split: Literal["train", "test"] = "train", resolution: Optional[int] = None, download: bool = False,
                  batch_size: int = 64, num_workers: int = 4, seed: int = 0,
-                 inception_weights: Optional[str] = None):
+                 inception_weights: Optional[str] = None, fid_split: Optional[Literal["train", "test"]] = None):
         super().__init__(batch_size, num_workers, seed)
+        require(fid_split in (None, "train", "test"), "data.fid_split", fid_split, "null (the split), 'train' or 'test'")
+        self.fid_split = fid_split or split
         require(name in TORCHVISION, "data.name", name, f"one of {sorted(TORCHVISION)}")
         self.name, self.root, self.split, self.download = name, root, split, download
         require(resolution is None or resolution >= 1, "data.resolution", resolution,
@@ -107,16 +112,17 @@ class TorchvisionImages(ImageDataModule):
         return (self.channels, self.resolution, self.resolution)
 
     def prepare_data(self) -> None:
-        self._load()  # on one process: downloads if allowed, or fails early with the clear message
+        for split in {self.split, self.fid_split}:  # on one process: downloads if allowed, or fails with the clear message
+            self._load(split)
 
-    def _load(self) -> Dataset:
+    def _load(self, split: str) -> Dataset:
         import torchvision
 
         cls = getattr(torchvision.datasets, TORCHVISION[self.name][0])
         transform = image_transform(self.resolution, self.channels, self.crop)
-        split = {"split": self.split} if self.name == "celeba" else {"train": self.split == "train"}
+        chosen = {"split": split} if self.name == "celeba" else {"train": split == "train"}
         try:
-            return cls(self.root, download=self.download, transform=transform, **split)
+            return cls(self.root, download=self.download, transform=transform, **chosen)
         except (RuntimeError, FileNotFoundError) as error:
             # The folder torchvision reads: <root>/cifar-10-batches-py, <root>/celeba, <root>/MNIST/raw ...
             where = Path(self.root).resolve() / getattr(cls, "base_folder", f"{cls.__name__}/raw")
@@ -127,11 +133,11 @@ class TorchvisionImages(ImageDataModule):
             ) from None
 
     def train_dataset(self) -> Dataset:
-        return FirstItem(self._load())
+        return FirstItem(self._load(self.split))
 
     def evaluation_metric(self):
-        return FidelityMetrics(self.train_dataset(), cache_name=f"{self.name}-{self.split}-{self.resolution}px",
-                               weights_path=self.inception_weights)
+        return FidelityMetrics(FirstItem(self._load(self.fid_split)), weights_path=self.inception_weights,
+                               cache_name=f"{self.name}-{self.fid_split}-{self.resolution}px")
 
 
 def find_images(root: Path) -> list[Path]:

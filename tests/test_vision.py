@@ -164,3 +164,19 @@ def test_16_bit_images_are_scaled_not_clipped_and_the_transform_pickles(tmp_path
         assert image.shape == (channels, 16, 16)
         torch.testing.assert_close(image[0], expected, atol=1 / 127.5 + 1e-6, rtol=0)  # 8-bit rounding
         assert pickle.loads(pickle.dumps(dataset)).transform is not None  # spawn/forkserver workers get a copy
+
+
+def test_32_bit_and_float_images_are_scaled_by_their_depth_and_unconvertible_ones_are_skipped(tmp_path):
+    import numpy as np
+
+    ramp = np.linspace(0, 255, 16 * 16).reshape(16, 16)
+    Image.fromarray(ramp.astype(np.int32), mode="I").save(tmp_path / "int32.tif")  # 8-bit values in 32 bits
+    Image.fromarray(ramp.astype(np.float32), mode="F").save(tmp_path / "float.tif")  # 0..255 as floats
+    Image.new("LAB", (16, 16)).save(tmp_path / "lab.tif")  # decodes, but converts to neither L nor RGB
+    datamodule = ImageFolder(root=str(tmp_path), resolution=16, channels=1, batch_size=1, num_workers=0)
+    with pytest.warns(UserWarning, match=r"skipping 1 unreadable file\(s\) of 3 \(lab.tif\)"):
+        dataset = datamodule.train_dataset()
+    expected = torch.from_numpy(ramp / 255 * 2 - 1).float()
+    for name in ("int32.tif", "float.tif"):  # were read as 16-bit: nearly black
+        image = dataset[[f.name for f in dataset.files].index(name)]
+        torch.testing.assert_close(image[0], expected, atol=1 / 127.5 + 1e-6, rtol=0)

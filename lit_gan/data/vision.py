@@ -43,10 +43,12 @@ class ToMode:
 
         if image.mode in ("I", "F") or image.mode.startswith("I;16"):
             pixels = np.asarray(image, dtype=np.float64)
-            if image.mode == "F" and 0 <= pixels.min() and pixels.max() <= 1:
+            if image.mode.startswith("I;16"):
+                top = 65535.0  # declared 16-bit
+            elif image.mode == "F" and pixels.max() <= 1:
                 top = 1.0  # floats in [0, 1]
-            else:  # 16-bit integers (PIL reads 16-bit PNG and TIFF as I;16 or I); wider ones by their own range
-                top = 65535.0 if pixels.max() <= 65535 else pixels.max()
+            else:  # 32-bit integers or floats, depth not declared: the smallest usual full scale that holds them
+                top = next((t for t in (255.0, 65535.0) if pixels.max() <= t), pixels.max())
             image = Image.fromarray((pixels.clip(0, top) / top * 255).round().astype(np.uint8), mode="L")
         return image.convert(self.mode)
 
@@ -178,7 +180,8 @@ def unreadable(path: Path) -> str | None:
         with Image.open(path) as image:
             image.verify()  # structure and checksums, without decoding every pixel
         with Image.open(path) as image:
-            image.load()
+            for mode in ("L", "RGB"):  # decodable is not enough: the transform must convert it (LAB cannot)
+                ToMode(mode)(image)
     except Exception as error:  # PIL raises several types (UnidentifiedImageError, OSError, SyntaxError ...)
         return f"{type(error).__name__}: {error}"
     return None
@@ -245,7 +248,7 @@ class ImageFolder(ImageDataModule):
         """Unreadable files and why; decoding every image is slow, so the answer is cached per folder state."""
         from lit_gan.metrics.digits import cache_directory
 
-        cache = cache_directory() / f"folder-scan-v2-{self.fingerprint(files)}.json"
+        cache = cache_directory() / f"folder-scan-v3-{self.fingerprint(files)}.json"
         if cache.is_file():  # paths relative to the folder: the same however the root is spelled
             return {self.root / f: reason for f, reason in json.loads(cache.read_text()).items()}
         problems = {f: reason for f in files if (reason := unreadable(f)) is not None}

@@ -206,3 +206,9 @@ def test_the_coverage_alarm_judges_the_samples_against_as_many_of_the_datas_own(
     metric.update(real[:40].repeat(10, 1, 1, 1))  # 400 samples of at most 40 modes
     reason = coverage_reason(float(metric.compute()["reverse_kl"]), 1000, 400, collapse_coverage=0.5)
     assert reason is not None and "of the 311.4 that 400 samples of the data itself spread over" in reason
+
+
+def test_the_monitor_state_can_be_saved_before_setup():
+    # Ctrl-C during start-up saves a checkpoint, which asks every callback for its state (it crashed here).
+    state = StabilityMonitor().state_dict()
+    assert state["alarms"] == [] and state["real_checks"] == 0 and state["active"] == []

@@ -122,6 +122,8 @@ class GeneratorCheckpoint(Callback):
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         step = pl_module.generator_step
+        if step == 0 and self.last_saved_step is None:  # stopped during start-up: nothing trained to keep
+            return
         if step != self.last_saved_step:
             self.save(trainer, pl_module, numbered=False)
         last = self.directory(trainer) / "last.ckpt"

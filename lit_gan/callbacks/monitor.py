@@ -143,6 +143,7 @@ class StabilityMonitor(Callback):
         self.win_accuracy = win_accuracy
         self.win_generator_steps = win_generator_steps
         self.stop_on_collapse = stop_on_collapse
+        self.reset()
 
     # What a checkpoint keeps, so a resumed run raises the same alarms as an uninterrupted one.
     STATE = ("real_distance_total", "real_checks", "low_diversity_checks", "reasons", "win_since", "active", "alarms",
@@ -152,6 +153,10 @@ class StabilityMonitor(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         generator = torch.Generator().manual_seed(self.seed)
         self.noise = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=generator)
+        self.reset()
+
+    def reset(self) -> None:
+        """A fresh run's state (also before setup: Ctrl-C during start-up saves a checkpoint, which reads it)."""
         self.window: list[tuple[int, dict[str, Tensor]]] = []
         self.real_distance_total = 0.0
         self.real_checks = 0

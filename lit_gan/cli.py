@@ -178,7 +178,7 @@ class LitGANCLI(LightningCLI):
             if checkpoint is not None:
                 checkpoint.check_monitor(self.datamodule, self.model)
             if self.config.ckpt_path:  # before the run directory's config.yaml is replaced by this one
-                check_checkpoint_fits(Path(self.config.ckpt_path), self.model)
+                check_checkpoint_fits(Path(self.config.ckpt_path), self.model, self.config.generator_steps)
         except ConfigError as error:
             self.parser.error(str(error))
 
@@ -192,9 +192,12 @@ class LitGANCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
-def check_checkpoint_fits(path: Path, model: GANModule) -> None:
-    """Refuse a checkpoint whose weights are not this model's (another config's networks or objective)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("state_dict")
+def check_checkpoint_fits(path: Path, model: GANModule, generator_steps: int) -> None:
+    """Refuse a checkpoint that is not this config's run: other weights (networks), another objective or
+    other settings (Lightning restores the optimizers' learning rates and betas from the checkpoint, so new
+    ones would be recorded and not used), penalties, or more generator iterations than asked for."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    saved = checkpoint.get("state_dict")
     if saved is None:
         raise ConfigError(f"ckpt_path={path} is not valid: expected a lit-gan checkpoint, but it holds no weights")
     ours = model.state_dict()
@@ -205,6 +208,21 @@ def check_checkpoint_fits(path: Path, model: GANModule) -> None:
     if differ:
         raise ConfigError(f"ckpt_path={path} is not valid: expected a checkpoint of this config's model, but "
                           f"{len(differ)} of its weights differ ({'; '.join(differ[:3])}{'; ...' if len(differ) > 3 else ''})")
+    plain = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731 (YAML lists, Python tuples)
+    settings = dict(checkpoint.get("hyper_parameters", {}))
+    if "penalties" in checkpoint:  # (not in checkpoints of older versions)
+        settings["penalties"] = checkpoint["penalties"]
+    here = dict(model.hparams) | {"penalties": [repr(p) for p in model.penalties]}
+    changed = [f"{key} {settings[key]!r} there, {here[key]!r} here" for key in sorted(settings.keys() & here.keys())
+               if key != "_instantiator" and plain(settings[key]) != plain(here[key])]
+    if changed:
+        raise ConfigError(f"ckpt_path={path} is not valid: expected a checkpoint of this config's model, but its "
+                          f"settings differ ({'; '.join(changed)}). A resumed run keeps its checkpoint's objective and "
+                          "optimizers: resume with the run's own config.yaml, or start a new run")
+    done = checkpoint.get("gan_clock", {}).get("generator_step", 0)
+    if done > generator_steps:
+        raise ConfigError(f"generator_steps={generator_steps} is not valid: expected at least the {done} generator "
+                          f"iterations {path.name} has trained")
 
 
 def evaluation_callback(trainer: Trainer) -> Evaluation | None:

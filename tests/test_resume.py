@@ -233,3 +233,24 @@ def test_a_run_without_a_logger_refuses_a_folder_holding_another_runs_files_but_
     resumed = main([*args[:2], "--generator_steps=10", *args[3:], f"--checkpoint.dirpath={kept}",
                     f"--ckpt_path={kept / 'last.ckpt'}"])
     assert resumed.model.generator_step == 10
+
+
+@pytest.mark.parametrize("override, expected", [
+    (["--model.class_path=lit_gan.objectives.LSGAN"], "_class_path 'lit_gan.objectives.WGANGP' there, "
+     "'lit_gan.objectives.LSGAN' here"),
+    (["--model.init_args.lr_g=5e-5"], "lr_g 0.0001 there, 5e-05 here"),
+    (["--model.init_args.penalties=[{class_path: lit_gan.penalties.R1Penalty, init_args: {weight: 1.0}}]"],
+     "penalties ['GradientPenalty(weight=0.1)'] there, ['GradientPenalty(weight=0.1)', 'R1Penalty(weight=1.0)'] here"),
+    (["--generator_steps=5"], "generator_steps=5 is not valid: expected at least the 6 generator iterations"),
+], ids=["objective", "learning_rate", "penalty", "shorter"])
+def test_a_resume_that_would_not_continue_the_checkpoints_run_is_refused(tmp_path, capsys, override, expected):
+    # Same networks, so the weights fit; but Lightning would restore the old optimizers (new learning rates
+    # recorded in config.yaml, not used), another objective would train on the old one's state, and a shorter
+    # run would train nothing.
+    first = main([*ARGS, *quiet_args(tmp_path), "--generator_steps=6"])
+    last = run_directory(first.trainer) / "checkpoints" / "last.ckpt"
+    saved = (run_directory(first.trainer) / "config.yaml").read_text()
+    with pytest.raises(SystemExit):
+        main([*ARGS, *quiet_args(tmp_path), *override, f"--ckpt_path={last}"])
+    assert expected in capsys.readouterr().err
+    assert (run_directory(first.trainer) / "config.yaml").read_text() == saved

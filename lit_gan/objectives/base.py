@@ -548,6 +548,7 @@ class GANModule(pl.LightningModule):
             "discriminator_step": self.discriminator_step,  # also the place in the n_critic cycle
         }
         checkpoint["rng_states"] = rng_states()
+        checkpoint["penalties"] = [repr(p) for p in self.penalties]  # a resume with other penalties is refused
         if self.trainer.world_size > 1:  # every rank saves (the strategy writes rank 0's file): gather theirs
             gathered = self.trainer.strategy.all_gather(rank_rng_state().to(self.device))
             checkpoint["rank_rng_states"] = gathered.cpu()

@@ -41,8 +41,10 @@ def _import(path: str):
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    # In lower case: lr_D is lr_d mistyped, which difflib would otherwise tie with lr_g and give in sort order.
+    lower = {option.lower(): option for option in options}
+    close = difflib.get_close_matches(word.lower(), list(lower), n=1)
+    return f" (did you mean {lower[close[0]]}?)" if close else ""
 
 
 WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null",

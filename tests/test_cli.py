@@ -205,3 +205,9 @@ def test_every_constructor_argument_of_a_configured_class_appears_in_some_config
             if not any(p.kind == p.VAR_KEYWORD for p in parameters):
                 break
     assert not missing, f"keys shown in no config: {sorted(set(missing))}"
+
+
+def test_a_key_in_the_wrong_case_is_matched_to_its_own_player(capsys):
+    # lr_D is lr_d mistyped; matched with case, difflib tied it with lr_g and suggested the generator's key.
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.init_args.lr_D=1e-3"])
+    assert "(did you mean lr_d?)" in err

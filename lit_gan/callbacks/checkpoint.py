@@ -156,8 +156,10 @@ class GeneratorCheckpoint(Callback):
         step = pl_module.generator_step
         self.last_saved_step = step
         if not all_finite(pl_module):
+            last = directory / "last.ckpt"
+            kept = f"{last} keeps the last good state" if last.exists() else "no earlier checkpoint exists"
             rank_zero_warn(f"Checkpoint at generator iteration {step} not written: the model has non-finite "
-                           f"parameters; {directory / 'last.ckpt'} keeps the last good state")
+                           f"parameters; {kept}")
             return
         self._atomic_save(trainer, directory / "last.ckpt")
         if numbered and self.keep and trainer.is_global_zero:

@@ -25,8 +25,10 @@ from lit_gan.optim import ContiguousAdam
 from lit_gan.penalties import Penalty
 from lit_gan.stabilizers import HistoricalAverage, annealed_std, make_ema, unrolled_discriminator, update_ema
 
-# training_step(dataloader_iter) is Lightning's way for a step to draw its own batches (n_critic of them).
+# training_step(dataloader_iter) is Lightning's way for a step to draw its own batches (n_critic of them);
+# its warning is about batch_idx, which nothing here reads (the first wording is Lightning < 2.2's).
 warnings.filterwarnings("ignore", "Found `dataloader_iter` argument in the `training_step`")
+warnings.filterwarnings("ignore", "You are using the `dataloader_iter` step flavor")
 
 
 # The look-ahead updates take D's objective alone (Metz et al. 2017, Eq. 6-7); a penalty or historical

@@ -163,3 +163,24 @@ trainer:
     rows = list(csv.DictReader(next(tmp_path.glob("csv/**/metrics.csv")).open()))
     assert sorted({row["generator_step"] for row in rows if row["eval/modes"]}) == ["0", "2", "4"]
     assert "samples" not in rows[0]  # the W&B image objects went to W&B alone
+
+
+def test_a_scatter_plot_title_with_every_score_fits_the_figure(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from lit_gan.callbacks.samples import scatter_over_modes
+    from lit_gan.data import GridGaussians
+
+    titles = []
+    close = plt.close
+    def measure_then_close(fig):  # the title's drawn extent, in pixels, against the figure's
+        fig.canvas.draw()
+        extent = fig.axes[0].title.get_window_extent()
+        titles.append((extent.x0, extent.x1, fig.bbox.width))
+        close(fig)
+    monkeypatch.setattr(plt, "close", measure_then_close)
+    title = ("NonSaturatingGAN, generator iteration 6000\n"
+             "modes 24, high_quality_pct 22.4, reverse_kl 0.0132, reverse_kl_hq 0.273")  # ran off the edge
+    scatter_over_modes(torch.randn(100, 2), GridGaussians().centers, tmp_path / "plot.png", title)
+    (left, right, width), = titles
+    assert 0 <= left and right <= width

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,8 @@ def scatter_over_modes(samples: Tensor, centers: Tensor | None, path: Path, titl
         ax.set_xlim(-span, span)
         ax.set_ylim(-span, span)
     ax.set_aspect("equal")
-    ax.set_title(title, fontsize=9)
+    # Each line wrapped to the 4.5-inch figure: a one-line list of five scores ran off its edge.
+    ax.set_title("\n".join(textwrap.fill(line, 60) for line in title.split("\n")), fontsize=9)
     ax.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -143,3 +143,16 @@ def test_under_ddp_rank_0_alone_scores_and_every_rank_gets_its_scores_or_its_err
     assert scores[0] == scores[1] == {k: v.item() for k, v in single.compute().items()}
     assert errors[0] == "OSError: no space left on device"
     assert errors[1] == "RuntimeError: rank 0 failed to compute FidelityMetrics: OSError: no space left on device"
+
+
+def test_without_local_weights_a_machine_that_cannot_download_them_is_told_before_training(tmp_path, monkeypatch):
+    # A proxy that refuses every connection: no download can happen, whatever network the machine has.
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached there
+    metric = FidelityMetrics([], cache_name="x", weights_path=None)
+    with pytest.raises(ValueError, match=r"data.inception_weights=None is not valid: expected a local copy of "
+                                         r"torch-fidelity's Inception weights \(https://.*\) on a machine that cannot download"):
+        metric.fetch_weights()

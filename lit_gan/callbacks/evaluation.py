@@ -80,6 +80,7 @@ class Evaluation(Callback):
         self.metric = datamodule.evaluation_metric().to(pl_module.device)
         if hasattr(self.metric, "check_sample_count"):  # before training, not at the first evaluation
             self.metric.check_sample_count(self.num_samples)
+            self.metric.fetch_weights()
         self.centers = getattr(datamodule, "centers", None)
         generator = torch.Generator().manual_seed(self.seed)
         self.noise = torch.randn(self.num_samples, pl_module.generator.latent_dim, generator=generator)

@@ -100,6 +100,21 @@ class FidelityMetrics(Metric):
                     num_samples, f"at least {minimum} samples for {metric}, and as many real images (there are "
                     f"{len(self.real)}), or {metric}: false")
 
+    def fetch_weights(self) -> None:
+        """With ``weights_path`` unset, download torch-fidelity's Inception weights now (once, into torch hub's
+        cache), so a machine without internet learns it before training, in one line, not from urllib's
+        traceback at the first evaluation."""
+        if self.weights_path is not None:
+            return
+        from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+        try:
+            torch.hub.load_state_dict_from_url(URL_INCEPTION_V3, map_location="cpu", progress=False)
+        except Exception as error:  # urllib's URLError, a proxy's refusal, a full disk ...
+            require(False, "data.inception_weights", None,
+                    f"a local copy of torch-fidelity's Inception weights ({URL_INCEPTION_V3}) on a machine that cannot "
+                    f"download them ({type(error).__name__}: {error})")
+
     def compute(self) -> dict[str, Tensor]:
         """The scores of the gathered samples. Under DDP rank 0 alone runs torch-fidelity (every rank holds all
         samples, so each would repeat the whole computation and its memory) and broadcasts the scores, or its

@@ -311,13 +311,19 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
 
 
 def mean_and_error(values: list[float]) -> str:
-    """``mean ± standard error`` (sample standard deviation / sqrt(n)); just the mean for one value."""
-    n = len(values)
-    mean = sum(values) / n
+    """``mean ± standard error`` (sample standard deviation / sqrt(n)); just the mean for one value. NaN values
+    (a score with nothing to score, e.g. ``reverse_kl_hq`` of a run without high-quality samples) are left out
+    and counted, instead of turning the whole cell into ``nan ± nan``."""
+    defined = [v for v in values if not math.isnan(v)]
+    missing = f" ({len(values) - len(defined)} of {len(values)} NaN)" if len(defined) < len(values) else ""
+    n = len(defined)
+    if n == 0:
+        return f"NaN{missing}"
+    mean = sum(defined) / n
     if n == 1:
-        return f"{mean:.3g}"
-    error = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
-    return f"{mean:.3g} ± {error:.2g}"
+        return f"{mean:.3g}{missing}"
+    error = math.sqrt(sum((v - mean) ** 2 for v in defined) / (n - 1) / n)
+    return f"{mean:.3g} ± {error:.2g}{missing}"
 
 
 def benchmark(config: str) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_gan.study import ROOT, config_fingerprint, main, read_rows, run_to_end, write_csv
+from lit_gan.study import ROOT, config_fingerprint, main, mean_and_error, read_rows, run_to_end, write_csv
 from lit_gan.wandb_offline import find_run_file, read_run, records
 
 
@@ -262,3 +262,12 @@ def test_coverage_plot_takes_a_seed_whose_evaluation_has_no_scores(tmp_path):
                      "modes": 5, "seconds": 1.0, "run_dir": str(run_dir), "alarms": ""})
     write_outputs(rows, tmp_path)
     assert (tmp_path / "coverage.png").stat().st_size > 0
+
+
+def test_a_seed_without_a_score_is_counted_not_spread_over_the_cell():
+    # reverse_kl_hq is NaN for a run without high-quality samples; the cell read "nan ± nan" for the whole config.
+    nan = float("nan")
+    assert mean_and_error([1.0, nan, 3.0]) == "2 ± 1 (1 of 3 NaN)"
+    assert mean_and_error([nan, 0.5]) == "0.5 (1 of 2 NaN)"
+    assert mean_and_error([nan, nan]) == "NaN (2 of 2 NaN)"
+    assert mean_and_error([1.0, 3.0]) == "2 ± 1"

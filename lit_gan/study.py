@@ -570,12 +570,15 @@ def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     options = dict(generator_steps=args.generator_steps, runs_dir=args.runs_dir.resolve(), threads=threads,
                    group=args.name)
     lock = threading.Lock()
+    interrupted = threading.Event()
 
     def record(key, result):  # each run's row goes to runs.csv as soon as it ends, even inside a seed group
         with lock:
             if isinstance(result, RuntimeError):
                 failed.append(f"{key[0]} seed {key[1]}")
-                print(result, file=sys.stderr, flush=True)
+                # A run stopped by Ctrl-C exits non-zero too: one line, not its log as if it had crashed.
+                print(f"{key[0]} seed {key[1]}: stopped, with its last checkpoint" if interrupted.is_set()
+                      else result, file=sys.stderr, flush=True)
                 return
             results[key] = result
             print(f"{key[0]} seed {key[1]}: {result}", flush=True)
@@ -595,9 +598,13 @@ def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
                 for future in as_completed(futures):
                     future.result()
             except BaseException:  # Ctrl-C (the runs get it too: one process group) or SIGTERM (stop_runs passes
-                for future in futures:  # it on): start no queued run, wait for those under way to save and stop
+                interrupted.set()  # it on): start no queued run, wait for those under way to save and stop
+                for future in futures:
                     future.cancel()
                 raise
+    except KeyboardInterrupt:
+        raise SystemExit(f"Interrupted: the runs under way saved their last checkpoint. Rerun the same command to "
+                         f"continue them; finished runs are in {args.out / 'runs.csv'}.") from None
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous_sigterm)

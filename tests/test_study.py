@@ -271,3 +271,26 @@ def test_a_seed_without_a_score_is_counted_not_spread_over_the_cell():
     assert mean_and_error([nan, 0.5]) == "0.5 (1 of 2 NaN)"
     assert mean_and_error([nan, nan]) == "NaN (2 of 2 NaN)"
     assert mean_and_error([1.0, 3.0]) == "2 ± 1"
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_a_study_says_how_to_continue_in_one_line_per_run(tmp_path):
+    args = ["--configs", "configs/grid/nonsaturating.yaml", "--seeds", "0", "1", "--generator_steps", "100000",
+            "--jobs", "2", "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")]
+    study = subprocess.Popen([sys.executable, "-m", "lit_gan.study", *args], cwd=ROOT, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "WANDB_MODE": "offline"},
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("runs/lit-gan/*/evaluation.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
+        os.killpg(study.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group: the study and its runs
+        _, err = study.communicate(timeout=120)
+    finally:
+        os.killpg(study.pid, signal.SIGKILL)
+    assert study.returncode == 1 and "Traceback" not in err, err[-3000:]
+    assert "Interrupted: the runs under way saved their last checkpoint. Rerun the same command" in err
+    assert err.count("stopped, with its last checkpoint") == 2  # was each run's whole log, as a failure
+    assert len(list(tmp_path.glob("runs/lit-gan/*/checkpoints/last.ckpt"))) == 2

@@ -254,7 +254,7 @@ def check_own_run_directory(cli: LitGANCLI) -> None:
     run's files (they would be overwritten, and its numbered checkpoints pruned), unless resuming from it."""
     if cli.trainer.logger is not None:
         return
-    directory = Path(cli.trainer.default_root_dir).resolve()
+    directory = Path(cli.trainer.default_root_dir)
     taken = [name for name in ("config.yaml", "evaluation.json", "checkpoints") if (directory / name).exists()]
     if taken and not cli.config.ckpt_path:  # a resumed run continues in its folder
         cli.parser.error(f"trainer.default_root_dir={cli.trainer.default_root_dir} is not valid: expected a folder of "

@@ -20,23 +20,25 @@ from lit_gan.draws import GLOBAL, Draws
 from lit_gan.errors import require
 
 
+def differentiable_grad(output: Tensor, inputs, scaler=None) -> tuple[Tensor, ...]:
+    """``torch.autograd.grad(output, inputs)``, kept in the graph for a second backward. Under ``16-mixed``
+    pass the ``GradScaler``: the gradient is taken of the scaled output (so float16 intermediates do not
+    underflow) and unscaled, as in PyTorch's AMP recipe for gradient penalties."""
+    if scaler is None:
+        return torch.autograd.grad(output, inputs, create_graph=True)
+    return tuple(g * (1.0 / scaler.get_scale()) for g in torch.autograd.grad(scaler.scale(output), inputs,
+                                                                            create_graph=True))
+
+
 def input_gradient_norm(discriminator: nn.Module, inputs: Tensor, scaler=None) -> Tensor:
     """L2 norm of dD/dx per output of D at ``inputs``, kept in the graph for a second backward.
 
     One output per sample normally; with PacGAN packing one per pack of
     consecutive samples, whose gradients form the packed input's gradient.
-    Under ``16-mixed`` pass the ``GradScaler``: the gradient is taken of the
-    scaled output (so float16 intermediates do not underflow) and unscaled,
-    as in PyTorch's AMP recipe for gradient penalties.
     """
     inputs = inputs.detach().requires_grad_(True)
     outputs = discriminator(inputs)
-    total = outputs.float().sum()
-    if scaler is None:
-        (gradient,) = torch.autograd.grad(total, inputs, create_graph=True)
-    else:
-        (gradient,) = torch.autograd.grad(scaler.scale(total), inputs, create_graph=True)
-        gradient = gradient * (1.0 / scaler.get_scale())
+    (gradient,) = differentiable_grad(outputs.float().sum(), inputs, scaler)
     return gradient.float().reshape(*outputs.shape, -1).norm(2, dim=-1)
 
 

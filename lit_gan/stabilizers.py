@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lit_gan.penalties import differentiable_grad
+
 
 class HistoricalAverage(nn.Module):
     """Historical averaging (Salimans et al. 2016, Sec. 3.3): ``||theta - (1/t) sum_i theta[i]||^2``.
@@ -115,12 +117,7 @@ def unrolled_discriminator(
         return lambda x: functional_call(discriminator, {**dict(zip(names, values)), **buffers}, (x,))
 
     for _ in range(steps):
-        loss = loss_fn(discriminator_with(params))
-        if scaler is None:
-            grads = torch.autograd.grad(loss, params, create_graph=True)
-        else:
-            scaled = torch.autograd.grad(scaler.scale(loss), params, create_graph=True)
-            grads = [g * (1.0 / scaler.get_scale()) for g in scaled]
+        grads = differentiable_grad(loss_fn(discriminator_with(params)), params, scaler)
         updated, new_moments = [], []
         for p, g, (m, v, t) in zip(params, grads, moments):
             t += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -18,7 +19,8 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, StabilityMonitor, run_directory
 from lit_gan.callbacks.checkpoint import CheckpointWriteError
@@ -43,6 +45,30 @@ CONFIG_ERROR = re.compile(r"\S+=.* is not valid: expected .*")
 
 # Batches of the toy mixtures are drawn in the main process at no cost.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
+# Lightning 2.6 under torch >= 2.10 (its own pytree helper, harmless).
+warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+class LightningMessages(logging.Filter):
+    """Lightning's start-up and end messages, said in lit-gan's terms: no advert for another logger (runs log to
+    W&B), and the run's end in the generator iterations the config set ("`max_steps=12000` reached" counts
+    optimizer steps, G's and D's together)."""
+
+    def __init__(self):
+        super().__init__()
+        self.generator_steps: int | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if "try installing [litlogger]" in message:
+            return False
+        if self.generator_steps is not None and "`Trainer.fit` stopped: `max_steps=" in message:
+            record.msg, record.args = f"`Trainer.fit` stopped: generator_steps={self.generator_steps} reached.", ()
+        return True
+
+
+LIGHTNING_MESSAGES = LightningMessages()
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(LIGHTNING_MESSAGES)
 
 
 class LoggedConfig(SaveConfigCallback):
@@ -124,6 +150,12 @@ class LitGANCLI(LightningCLI):
                               "(generator iterations between logged losses)")
         n_critic = config.model.init_args.get("n_critic", 1)
         config.trainer.max_steps = optimizer_steps(config.generator_steps, n_critic)
+        LIGHTNING_MESSAGES.generator_steps = config.generator_steps
+        accelerator = config.trainer.accelerator
+        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():  # Lightning: "No supported gpu backend"
+            self.parser.error(f"trainer.accelerator={accelerator} is not valid: expected cpu or auto on this machine, "
+                              "which has no CUDA GPU that torch can use (for DDP on CPU processes add "
+                              "--config configs/trainer/ddp_cpu.yaml instead of ddp.yaml)")
         if SLURMEnvironment.detect() and (requeued := self.slurm_requeue_checkpoint(config.trainer.default_root_dir)):
             # A requeued job reruns its command line: its own requeue checkpoint is newer than any --ckpt_path.
             config.ckpt_path = str(requeued)
@@ -189,7 +221,18 @@ class LitGANCLI(LightningCLI):
             callbacks.append(GeneratorProgressBar())
         callbacks.append(DeferredSlurmRequeue())
         callbacks.extend(self.extra_callbacks)
-        return super()._instantiate_trainer(config, callbacks)
+        try:
+            trainer = super()._instantiate_trainer(config, callbacks)
+        except MisconfigurationException as error:  # e.g. more devices than the machine has
+            self.parser.error(f"trainer: {error}")
+        strategy = trainer.strategy
+        if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
+            # Lightning picks this for devices > 1; it fails at the first update (D's step leaves G's weights unused).
+            self.parser.error(
+                f"trainer.devices={config.get('devices')} with trainer.strategy={config.get('strategy')} is not valid: "
+                "expected a DDP strategy that finds unused parameters (each of D's and G's updates uses one network); "
+                "add --config configs/trainer/ddp_cpu.yaml (CPU processes) or configs/trainer/ddp.yaml (GPUs)")
+        return trainer
 
 
 def check_checkpoint_fits(path: Path, model: GANModule, generator_steps: int) -> None:

@@ -123,6 +123,15 @@ def concise(message: str) -> str:
     no_module = re.search(r"No module named '([\w.]+)'", message)
     if no_module and classes:
         return f"{dotted}={classes[-1]} is not valid: expected an importable class path (no module {no_module.group(1)})"
+    indexed = re.search(r"NestedArg\(key='((\w+)\.\d+(?:\.[\w.]*)?)', val='(.*)'\)", message)
+    if indexed:  # --model.init_args.penalties.0.init_args.weight=2
+        key, name, value = indexed.groups()
+        head = f"{keys[0]}.init_args"  # the key is relative to the outermost block
+        return (f"{head}.{key}={value} is not valid: expected the whole list, not one item by its index "
+                f"(--{head}.{name}='[...]' as --print_config shows it), or an item to append (--{head}.{name}+=ITEM)")
+    path = re.search(r"Unexpected import path format: (.*)", message)
+    if path and re.search(r"[/\\]|\.(ya?ml|json)$", path.group(1).strip()):  # a misspelt file of a block
+        return f"{dotted}={path.group(1).strip()} is not valid: expected an existing config file or a class path"
     report = _innermost(message)
     subtypes = re.search(r"^\s*Subtypes: [\[(](.*)[\])]$", report, re.M)
     given = re.search(r"^\s*Given value: (.*)$", report, re.M)
@@ -139,7 +148,13 @@ def concise(message: str) -> str:
 
 
 class ConciseParser(LightningArgumentParser):
-    """LightningCLI's parser, but a config mistake ends in one sentence, not the usage and a Union report."""
+    """LightningCLI's parser, but a config mistake ends in one sentence, not the usage and a Union report.
+
+    Abbreviated options are refused: ``--generator=5`` must not quietly become ``--generator_steps=5``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error:

@@ -211,3 +211,48 @@ def test_a_key_in_the_wrong_case_is_matched_to_its_own_player(capsys):
     # lr_D is lr_d mistyped; matched with case, difflib tied it with lr_g and suggested the generator's key.
     err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--model.init_args.lr_D=1e-3"])
     assert "(did you mean lr_d?)" in err
+
+
+def test_an_abbreviated_option_is_refused(capsys):
+    # argparse expanded it: --generator=5 trained 5 generator iterations without a word.
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--generator=5"])
+    assert err.startswith("error: unrecognized arguments: --generator=5")
+
+
+def test_the_gpu_trainer_fragment_on_a_machine_without_gpu_is_refused_in_one_sentence(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # (Lightning: "No supported gpu backend found!")
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--config", "configs/trainer/ddp.yaml"])
+    assert err.startswith("error: trainer.accelerator=gpu is not valid: expected cpu or auto on this machine")
+    assert "configs/trainer/ddp_cpu.yaml" in err
+
+
+@pytest.mark.parametrize("strategy", ["auto", "ddp"])
+def test_ddp_that_would_fail_at_the_first_update_is_refused(capsys, tmp_path, strategy):
+    # Lightning's default for devices > 1 does not look for unused parameters: D's update leaves G's unused, and
+    # every process died at the first step with a RuntimeError.
+    err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--trainer.accelerator=cpu",
+                               "--trainer.devices=2", f"--trainer.strategy={strategy}", *quiet_args(tmp_path)])
+    assert err.startswith(f"error: trainer.devices=2 with trainer.strategy={strategy} is not valid: expected a DDP "
+                          "strategy that finds unused parameters")
+
+
+def test_lightning_says_the_end_in_generator_iterations_and_checkpoints_without_a_note(tmp_path, caplog):
+    import logging
+
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    rank_zero.addHandler(caplog.handler)  # (Lightning's loggers do not propagate to pytest's root handler)
+    checkpoints = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
+    checkpoints.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, rank_zero.name)
+    caplog.set_level(logging.INFO, checkpoints.name)
+    try:
+        main(["--config", "configs/grid/wgan_gp.yaml",
+              "--generator_steps=3", "--evaluation.every_n_generator_steps=3", *quiet_args(tmp_path),
+              "--trainer.logger=false"])
+    finally:
+        rank_zero.removeHandler(caplog.handler)
+        checkpoints.removeHandler(caplog.handler)
+    messages = [record.getMessage() for record in caplog.records]
+    assert "`Trainer.fit` stopped: generator_steps=3 reached." in messages  # Lightning: max_steps=18 (n_critic 5)
+    assert not [m for m in messages if "max_steps=" in m or "litlogger" in m or "weights_only" in m]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

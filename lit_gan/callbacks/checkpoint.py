@@ -176,7 +176,8 @@ class GeneratorCheckpoint(Callback):
     def _atomic_save(trainer: pl.Trainer, path: Path) -> None:
         temporary = path.with_name(f".{path.name}.tmp")
         try:
-            trainer.save_checkpoint(temporary)  # every rank calls it; the strategy writes on rank 0
+            # Every rank calls it; the strategy writes on rank 0. Not weights only: optimizers and callbacks resume too.
+            trainer.save_checkpoint(temporary, weights_only=False)
             if trainer.is_global_zero:
                 if not temporary.is_file():  # Lightning's file system layer can fail without raising
                     raise OSError("nothing was written")

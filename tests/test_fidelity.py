@@ -83,14 +83,50 @@ def test_precision_recall_take_a_real_subset_as_large_as_the_generated_set(weigh
     assert not list((cache_directory() / "torch-fidelity").glob("lit-gan-fake-*"))  # the fakes' features go
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("num_real, num_fake, scores", [(24, 12, ["prc"]), (12, 24, ["fid", "prc"])],
+                         ids=["precision_recall_alone", "more_samples_than_real_images"])
+def test_precision_recall_compare_sets_of_one_size(weights, num_real, num_fake, scores):
+    # Alone, precision/recall crashed ("At least one metric must be specified"); with more samples than real
+    # images (a small image folder) they compared 24 samples with 12 real images.
+    import torch_fidelity
+
+    from lit_gan.metrics.fidelity import UInt8Images, prc_reference_indices, score_switches
+
+    real, fake = images(num_real, seed=1), images(num_fake, seed=2, shift=0.2)
+    metric = FidelityMetrics(list(real), cache_name=f"test-prc-{num_real}-32px", weights_path=weights,
+                             feature_layer="64", **score_switches(scores))
+    metric.update(fake)
+    ours = {k: v.item() for k, v in metric.compute().items()}
+    n = min(num_real, num_fake)
+    same_size = [x[prc_reference_indices(len(x), n)] if len(x) > n else x for x in (fake, real)]
+    direct = torch_fidelity.calculate_metrics(
+        input1=UInt8Images(same_size[0]), input2=UInt8Images(same_size[1]), prc=True, verbose=False, cuda=False,
+        feature_extractor="inception-v3-compat", feature_extractor_weights_path=weights, feature_layer_prc="64")
+    assert set(ours) == set(FidelityMetrics.goals_of(score_switches(scores)))
+    assert (ours["precision"], ours["recall"]) == pytest.approx((direct["precision"], direct["recall"]))
+
+
+def test_the_scores_to_compute_are_chosen_by_name(tmp_path):
+    from lit_gan.data import ImageFolder
+
+    with pytest.raises(ValueError, match=r"data.scores=\['fid', 'is'\] is not valid: expected a non-empty list of "
+                                         r"fid, kid, isc, prc"):
+        ImageFolder(str(tmp_path), scores=["fid", "is"])
+    with pytest.raises(ValueError, match=r"data.scores=\[\] is not valid"):
+        ImageFolder(str(tmp_path), scores=[])
+    assert ImageFolder(str(tmp_path), scores=["kid", "prc"]).metric_goals == {
+        "kid": "minimize", "precision": "maximize", "recall": "maximize"}
+
+
 def test_too_few_samples_for_a_score_are_refused_before_training(weights):
     real = list(images(24, seed=1))
     metric = FidelityMetrics(real, cache_name="unused", weights_path=weights)
     with pytest.raises(ValueError, match=r"evaluation.num_samples=8 is not valid: expected at least 10 samples for "
-                                         r"isc \(one per Inception Score split\), or isc: false"):
+                                         r"isc \(one per Inception Score split\), or isc left out of data.scores"):
         metric.check_sample_count(8)
     with pytest.raises(ValueError, match=r"evaluation.num_samples=3 is not valid: expected at least 4 samples for "
-                                         r"prc, and as many real images \(there are 24\), or prc: false"):
+                                         r"prc, and as many real images \(there are 24\), or prc left out of data.scores"):
         FidelityMetrics(real, cache_name="unused", weights_path=weights, isc=False).check_sample_count(3)
     metric.check_sample_count(10)
     FidelityMetrics(real, cache_name="unused", weights_path=weights, isc=False).check_sample_count(4)

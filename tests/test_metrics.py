@@ -77,3 +77,34 @@ def test_updates_accumulate_across_batches():
 def test_a_radius_that_holds_nothing_is_refused(bad):
     with pytest.raises(ValueError, match=r"ModeCoverage\.(std|threshold_stds)=.* is not valid: expected"):
         ModeCoverage(GridGaussians().centers, **bad)
+
+
+def test_high_quality_is_exact_far_from_the_origin():
+    # Modes on a ring of radius 100 (std 0.01, high quality within 0.03): cdist's matrix-product route, which it
+    # takes for more than 25 samples, computed |x|^2 + |c|^2 - 2x.c in float32 and lost 0.03 against 10^4.
+    ring = RingGaussians(num_modes=8, radius=100.0, std=0.01)
+    modes = torch.arange(2400) % 8  # 300 per mode
+    angle = torch.rand(2400, generator=torch.Generator().manual_seed(0)) * 2 * math.pi
+    offsets = torch.stack([angle.cos(), angle.sin()], dim=1)
+    for distance, expected in ((0.029, 100.0), (0.031, 0.0)):
+        result = scores(ring, ring.centers[modes] + distance * offsets)
+        assert result["high_quality_pct"] == expected
+        assert result["reverse_kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_non_finite_samples_are_refused_not_counted_on_the_first_mode():
+    grid = GridGaussians()
+    samples = grid.sample(100, seed=0)
+    samples[:3, 0] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    with pytest.raises(ValueError, match="3 of 100 samples are not finite"):
+        grid.evaluation_metric().update(samples)
+
+
+def test_a_share_without_samples_adds_nothing():
+    # Under DDP with fewer evaluation samples than ranks, a rank's share of the fixed noise is empty.
+    grid = GridGaussians()
+    samples = grid.sample(10, seed=0)
+    metric = grid.evaluation_metric()
+    metric.update(samples[:0])
+    metric.update(samples)
+    assert {k: v.item() for k, v in metric.compute().items()} == scores(grid, samples)

@@ -195,8 +195,8 @@ def test_each_datamodule_declares_the_keys_its_metric_logs_with_their_directions
             metric = datamodule.evaluation_metric()
             metric.update(samples)
             scores.append({k: v.item() for k, v in metric.compute().items()})
-        assert set(scores[0]) == set(type(datamodule).metric_goals), type(datamodule).__name__
-        for key, goal in type(datamodule).metric_goals.items():
+        assert set(scores[0]) == set(datamodule.metric_goals), type(datamodule).__name__
+        for key, goal in datamodule.metric_goals.items():
             better, worse = scores[0][key], scores[1][key]
             assert (better > worse) if goal == "maximize" else (better < worse), (type(datamodule).__name__, key)
 

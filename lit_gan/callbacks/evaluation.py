@@ -24,7 +24,7 @@ def score_prefixes(pl_module) -> dict[str, bool]:
 def evaluation_goals(datamodule, pl_module) -> dict[str, str] | None:
     """Every score the Evaluation logs for this data and module (``eval/fid``, ...) with its goal (minimize or
     maximize); ``None`` for a datamodule that does not declare ``metric_goals``."""
-    goals = getattr(type(datamodule), "metric_goals", None)
+    goals = getattr(datamodule, "metric_goals", None)
     if goals is None:
         return None
     return {f"{prefix}/{key}": goal for prefix in score_prefixes(pl_module) for key, goal in goals.items()}

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Sequence
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from lit_gan.data.digits import ImageDataModule
 from lit_gan.errors import ConfigError, require
 from lit_gan.files import write_atomically
-from lit_gan.metrics.fidelity import FidelityMetrics
+from lit_gan.metrics.fidelity import FidelityMetrics, score_switches
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -81,7 +81,26 @@ class FirstItem(Dataset):
         return self.dataset[i][0]
 
 
-class TorchvisionImages(ImageDataModule):
+class InceptionScoredImages(ImageDataModule):
+    """Images scored by FidelityMetrics: ``inception_weights`` (a local copy of torch-fidelity's Inception
+    weights; null downloads them) and ``scores``, the subset of fid, kid, isc (Inception Score) and prc
+    (precision/recall) to compute at each evaluation."""
+
+    def __init__(self, batch_size: int, num_workers: int, seed: int, inception_weights: Optional[str],
+                 scores: Sequence[str]):
+        super().__init__(batch_size, num_workers, seed)
+        self.inception_weights = inception_weights
+        self.score_switches = score_switches(scores)
+
+    @property
+    def metric_goals(self) -> dict[str, str]:  # logged as eval/<key>
+        return FidelityMetrics.goals_of(self.score_switches)
+
+    def fidelity_metric(self, real: Dataset, cache_name: str) -> FidelityMetrics:
+        return FidelityMetrics(real, cache_name=cache_name, weights_path=self.inception_weights, **self.score_switches)
+
+
+class TorchvisionImages(InceptionScoredImages):
     """MNIST, Fashion-MNIST, CIFAR-10 or CelebA from ``root`` (torchvision's layout), scaled to [-1, 1].
 
     ``download: true`` fetches missing files; without it (clusters without
@@ -92,13 +111,12 @@ class TorchvisionImages(ImageDataModule):
     et al. 2019 without training on the test images.
     """
 
-    metric_goals = FidelityMetrics.goals  # logged as eval/<key>
-
     def __init__(self, name: Literal["mnist", "fashion_mnist", "cifar10", "celeba"] = "cifar10", root: str = "data",
                  split: Literal["train", "test"] = "train", resolution: Optional[int] = None, download: bool = False,
                  batch_size: int = 64, num_workers: int = 4, seed: int = 0,
-                 inception_weights: Optional[str] = None, fid_split: Optional[Literal["train", "test"]] = None):
-        super().__init__(batch_size, num_workers, seed)
+                 inception_weights: Optional[str] = None, fid_split: Optional[Literal["train", "test"]] = None,
+                 scores: Sequence[str] = ("fid", "kid", "isc", "prc")):
+        super().__init__(batch_size, num_workers, seed, inception_weights, scores)
         require(fid_split in (None, "train", "test"), "data.fid_split", fid_split, "null (the split), 'train' or 'test'")
         self.fid_split = fid_split or split
         require(name in TORCHVISION, "data.name", name, f"one of {sorted(TORCHVISION)}")
@@ -107,7 +125,6 @@ class TorchvisionImages(ImageDataModule):
                 "null (the dataset's own size) or an image size >= 1")
         class_name, self.channels, native, self.crop = TORCHVISION[name]
         self.resolution = native if resolution is None else resolution
-        self.inception_weights = inception_weights
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -138,8 +155,8 @@ class TorchvisionImages(ImageDataModule):
         return FirstItem(self._load(self.split))
 
     def evaluation_metric(self):
-        return FidelityMetrics(FirstItem(self._load(self.fid_split)), weights_path=self.inception_weights,
-                               cache_name=f"{self.name}-{self.fid_split}-{self.resolution}px")
+        return self.fidelity_metric(FirstItem(self._load(self.fid_split)),
+                                    cache_name=f"{self.name}-{self.fid_split}-{self.resolution}px")
 
 
 def find_images(root: Path) -> list[Path]:
@@ -187,7 +204,7 @@ def unreadable(path: Path) -> str | None:
     return None
 
 
-class ImageFolder(ImageDataModule):
+class ImageFolder(InceptionScoredImages):
     """Any folder of images (png, jpg, ...; sub-folders included, class folders not needed).
 
     Grayscale, RGBA and RGB files can be mixed: each is converted to
@@ -197,16 +214,13 @@ class ImageFolder(ImageDataModule):
     (``bad_files: skip``) or stop the run naming the first (``bad_files: fail``).
     """
 
-    metric_goals = FidelityMetrics.goals  # logged as eval/<key>
-
     def __init__(self, root: str, resolution: int = 64, channels: Literal[1, 3] = 3, batch_size: int = 64,
                  num_workers: int = 4, seed: int = 0, inception_weights: Optional[str] = None,
-                 bad_files: Literal["skip", "fail"] = "skip"):
-        super().__init__(batch_size, num_workers, seed)
+                 bad_files: Literal["skip", "fail"] = "skip", scores: Sequence[str] = ("fid", "kid", "isc", "prc")):
+        super().__init__(batch_size, num_workers, seed, inception_weights, scores)
         require(resolution >= 1, "data.resolution", resolution, "an image size >= 1")
         require(bad_files in ("skip", "fail"), "data.bad_files", bad_files, "'skip' or 'fail'")
         self.root, self.resolution, self.channels = Path(root), resolution, channels
-        self.inception_weights = inception_weights
         self.bad_files = bad_files
         self._readable: list[Path] | None = None
 
@@ -262,5 +276,4 @@ class ImageFolder(ImageDataModule):
 
     def evaluation_metric(self):
         name = "folder-" + self.fingerprint(self.files())  # changes when the folder does
-        return FidelityMetrics(self.train_dataset(), cache_name=f"{name}-{self.resolution}px-{self.channels}ch",
-                               weights_path=self.inception_weights)
+        return self.fidelity_metric(self.train_dataset(), cache_name=f"{name}-{self.resolution}px-{self.channels}ch")

@@ -30,6 +30,18 @@ ISC_SPLITS = 10  # torch-fidelity's (and Salimans et al.'s) number of Inception 
 PRC_NEIGHBOURS = 3  # k of the k-NN radii of precision/recall (Kynkäänniemi et al. 2019)
 
 
+# The switches of torch-fidelity's scores (data.scores) and the keys each logs under eval/.
+SCORE_KEYS = {"fid": ("fid",), "kid": ("kid",), "isc": ("inception_score",), "prc": ("precision", "recall")}
+
+
+def score_switches(scores) -> dict[str, bool]:
+    """``data.scores`` (e.g. ``[fid, kid]``) as FidelityMetrics' switches, refused when empty or unknown."""
+    scores = list(scores) if isinstance(scores, (list, tuple)) else scores
+    require(isinstance(scores, list) and len(scores) > 0 and set(scores) <= set(SCORE_KEYS), "data.scores", scores,
+            f"a non-empty list of {', '.join(SCORE_KEYS)} (FID, KID, Inception Score, precision/recall)")
+    return {name: name in scores for name in SCORE_KEYS}
+
+
 def to_uint8_rgb(images: Tensor) -> Tensor:
     """Images in [-1, 1] (1 or 3 channels) -> uint8 RGB, as torch-fidelity expects."""
     images = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -76,6 +88,11 @@ class FidelityMetrics(Metric):
     goals = {"fid": "minimize", "kid": "minimize", "inception_score": "maximize", "precision": "maximize",
              "recall": "maximize"}  # keys of compute(), with every switch on
 
+    @classmethod
+    def goals_of(cls, switches: dict[str, bool]) -> dict[str, str]:
+        """The keys of compute() with these switches on, with their goals."""
+        return {key: cls.goals[key] for name, on in switches.items() if on for key in SCORE_KEYS[name]}
+
     def __init__(self, real: Dataset, cache_name: str, weights_path: Optional[str] = None, fid: bool = True,
                  kid: bool = True, isc: bool = True, prc: bool = True, batch_size: int = 64,
                  feature_layer: str = "2048", **kwargs):
@@ -94,11 +111,11 @@ class FidelityMetrics(Metric):
     def check_sample_count(self, num_samples: int) -> None:
         """Refuse too few samples (or real images) for a switched-on score: torch-fidelity would crash or give NaN."""
         require(not self.switches["isc"] or num_samples >= ISC_SPLITS, "evaluation.num_samples", num_samples,
-                f"at least {ISC_SPLITS} samples for isc (one per Inception Score split), or isc: false")
+                f"at least {ISC_SPLITS} samples for isc (one per Inception Score split), or isc left out of data.scores")
         for metric, minimum in (("kid", 2), ("prc", PRC_NEIGHBOURS + 1)):
             require(not self.switches[metric] or min(num_samples, len(self.real)) >= minimum, "evaluation.num_samples",
                     num_samples, f"at least {minimum} samples for {metric}, and as many real images (there are "
-                    f"{len(self.real)}), or {metric}: false")
+                    f"{len(self.real)}), or {metric} left out of data.scores")
 
     def fetch_weights(self) -> None:
         """With ``weights_path`` unset, download torch-fidelity's Inception weights now (once, into torch hub's
@@ -150,21 +167,31 @@ class FidelityMetrics(Metric):
                        cache=True, verbose=False)
         # Precision/recall compare k-NN radii within each set, so Kynkäänniemi et al. take sets of one size,
         # and torch-fidelity holds the real set's full distance matrix in host memory (N^2 floats: 10 GB
-        # for CIFAR-10's 50,000 images, 106 GB for CelebA's 162,770). So they take a seeded real subset as
-        # large as the generated set; FID, KID and IS keep the whole real set.
-        subset = self.switches["prc"] and n < len(self.real)
-        fake_cache = f"lit-gan-fake-{uuid.uuid4().hex}" if subset else None  # the fakes' features, computed once
+        # for CIFAR-10's 50,000 images, 106 GB for CelebA's 162,770). So they take a seeded subset of the
+        # larger set (the real one, as a rule) as large as the other; FID, KID and IS keep both sets whole.
+        apart = self.switches["prc"] and len(fake) != len(self.real)
+        together = self.switches | {"prc": self.switches["prc"] and not apart}
+        own_cache = f"lit-gan-fake-{uuid.uuid4().hex}"  # this call's own: another process may be scoring beside it
+        fake_cache = own_cache if apart else None  # the fakes' features, computed once for both calls
+        results = {}
         try:
-            results = torch_fidelity.calculate_metrics(
-                input1=fake, input2=UInt8Images(self.real), input1_cache_name=fake_cache,
-                input2_cache_name=self.cache_name, **options, **(self.switches | {"prc": self.switches["prc"] and not subset}))
-            if subset:
-                real = UInt8Images(Subset(self.real, prc_reference_indices(len(self.real), n)))
+            if any(together.values()):
+                results = torch_fidelity.calculate_metrics(input1=fake, input2=UInt8Images(self.real),
+                                                           input1_cache_name=fake_cache,
+                                                           input2_cache_name=self.cache_name, **options, **together)
+            if apart:
+                real, real_cache = UInt8Images(self.real), self.cache_name
+                if len(self.real) > n:
+                    real = UInt8Images(Subset(self.real, prc_reference_indices(len(self.real), n)))
+                    real_cache = f"{self.cache_name}-prc{n}"
+                else:  # more samples than real images (a small image folder): a seeded subset of the samples
+                    fake = UInt8Images(samples.cpu()[prc_reference_indices(len(fake), n)])
+                    fake_cache = None
                 results |= torch_fidelity.calculate_metrics(
-                    input1=fake, input2=real, input1_cache_name=fake_cache,
-                    input2_cache_name=f"{self.cache_name}-prc{n}", **options, fid=False, kid=False, isc=False, prc=True)
+                    input1=fake, input2=real, input1_cache_name=fake_cache, input2_cache_name=real_cache,
+                    **options, fid=False, kid=False, isc=False, prc=True)
         finally:
-            for path in cache_root.glob(f"{fake_cache}-*") if fake_cache else ():
+            for path in cache_root.glob(f"{own_cache}-*"):
                 path.unlink(missing_ok=True)
         names = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",
                  "inception_score_mean": "inception_score", "precision": "precision", "recall": "recall"}
@@ -172,7 +199,7 @@ class FidelityMetrics(Metric):
 
 
 def prc_reference_indices(size: int, n: int) -> list[int]:
-    """The ``n`` real images that precision/recall compare with: always the same ones for a dataset size."""
+    """The ``n`` of ``size`` images that precision/recall compare: always the same ones for a set's size."""
     return torch.randperm(size, generator=torch.Generator().manual_seed(0))[:n].sort().values.tolist()
 
 

@@ -18,7 +18,6 @@ the same state: only the speed changes.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -31,7 +30,8 @@ from torch import Tensor
 
 from lit_gan.objectives.base import GANModule, plain_single_device
 from lit_gan.optim import ContiguousAdam
-from lit_gan.stacking import NotStackable, SeedStack, adam_step, bind_adam, check_stackable, stacked_size, write_slot
+from lit_gan.stacking import (NotStackable, SeedStack, adam_step, bind_adam, check_stackable, config_fingerprint,
+                              stacked_size, write_slot)
 
 RNG_BYTES = torch.get_rng_state().numel()
 MAX_METRICS = 64
@@ -117,6 +117,9 @@ class GroupMember(Callback):
             module.seed_group = None
 
     def on_train_end(self, trainer, module) -> None:
+        if self.link is not None:  # what the group did for this run, in its log
+            alone = module.discriminator_step - self.link.first_step - self.link.stacked
+            print(f"Seed group: {self.link.stacked} discriminator updates made stacked, {alone} alone", flush=True)
         self.leave(module)
 
     def on_exception(self, trainer, module, exception) -> None:
@@ -128,6 +131,7 @@ class StackLink:
 
     def __init__(self, group: SeedGroup, trainer: pl.Trainer, module: pl.LightningModule):
         self.group, self.module, self.updates = group, module, 0
+        self.first_step, self.stacked = module.discriminator_step, 0  # D updates before joining; made stacked
         self.joined = self.left = False
         if not isinstance(module, GANModule):
             raise NotStackable(f"the model is a {type(module).__name__}, not a GANModule")
@@ -150,7 +154,7 @@ class StackLink:
             moments = (group.shared(f"{role}.exp_avg", (length,)), group.shared(f"{role}.exp_avg_sq", (length,)), steps)
             self.storage[role] = (flat, buffers, moments)
         # Where each member stands, for member 0 to check that all can stack: Adam steps, clock, instance
-        # noise's horizon, and a fingerprint of the model's hyperparameters (48 bits: exact in a float64).
+        # noise's horizon, and a fingerprint of the model's config (objective, settings, penalties, shapes).
         self.position = group.shared("position", (size, 6), torch.float64)
         self.rng = group.shared("rng", (size, RNG_BYTES), torch.uint8)
         # Per member: update number, batch size, lr_d, lr_g, whether G's update follows D's, whether to measure.
@@ -163,7 +167,7 @@ class StackLink:
         self.generator_results: Optional[dict[str, Tensor]] = None
 
         d_step, g_step = adam_step(self.optimizers[0]), adam_step(self.optimizers[1])
-        fingerprint = int(hashlib.sha256(repr(sorted(module.hparams.items())).encode()).hexdigest()[:12], 16)
+        fingerprint = config_fingerprint(module)
         hp = module.hparams
         horizon = (hp.instance_noise_steps or module.total_generator_steps()) if hp.instance_noise else 0
         self.position[slot] = torch.tensor([d_step, g_step, module.generator_step, module.discriminator_step,
@@ -258,6 +262,7 @@ class StackLink:
                                           dtype=torch.float64)
         if not self._together(self.updates, lambda: self._stacked_update(generator_follows, measure)):
             return None
+        self.stacked += 1
         torch.set_rng_state(self.rng[slot].clone())
         length = int.from_bytes(bytes(self.keys[:8].tolist()), "little")
         results, column = [], 0

@@ -26,6 +26,7 @@ Anything else raises :class:`NotStackable`, naming it.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Iterable, Sequence
 
 import torch
@@ -129,6 +130,20 @@ def check_stackable(module, optimizers: Sequence[torch.optim.Optimizer]) -> None
         check_adam(optimizer, role)
 
 
+def weight_shapes(network: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """Every weight and buffer of ``network`` by name, shape and dtype: what copies must share to be stacked
+    (the same names alone let a wider copy be laid out in a narrower one's slot)."""
+    return [(name, tuple(tensor.shape), tensor.dtype) for name, tensor in network.state_dict().items()]
+
+
+def config_fingerprint(module) -> int:
+    """48 bits (exact in a float64) of what runs must share to be stacked: objective, hyperparameters,
+    penalties and the networks' weight shapes."""
+    config = (type(module).__qualname__, sorted(module.hparams.items()), [repr(p) for p in module.penalties],
+              weight_shapes(module))
+    return int(hashlib.sha256(repr(config).encode()).hexdigest()[:12], 16)
+
+
 class StackedNetwork:
     """K copies of one lit-gan MLP as one network over inputs ``(K, batch, ...)``.
 
@@ -143,7 +158,7 @@ class StackedNetwork:
         first = copies[0]
         for network in copies:
             check_network(network, role)
-            if type(network) is not type(first) or network.state_dict().keys() != first.state_dict().keys():
+            if type(network) is not type(first) or weight_shapes(network) != weight_shapes(first):
                 raise NotStackable(f"model.{role} differs between the runs: a stack needs one architecture")
         self.first = first
         self.layers = layers(first)

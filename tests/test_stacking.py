@@ -186,3 +186,31 @@ def test_runs_of_different_configs_are_not_stacked():
     other = NonSaturatingGAN(toy_generator(), toy_discriminator(), **{**ADAM, "lr_d": 2e-4})
     with pytest.raises(NotStackable, match="hyperparameters"):
         SeedStack([first, other], [first_opts, tuple(other.configure_optimizers())])
+
+
+def test_networks_of_other_widths_are_not_stacked():
+    # Same parameter names, other shapes: seed 1's wider layers were laid out in seed 0's slots, silently.
+    first, first_opts = build("nonsaturating", 0)
+    torch.manual_seed(1)
+    other = NonSaturatingGAN(MLPGenerator(latent_dim=8, width=128, depth=3, batch_norm=False), toy_discriminator(),
+                             **ADAM)
+    assert dict(other.hparams) == dict(first.hparams)  # (the networks are not hyperparameters)
+    with pytest.raises(NotStackable, match="model.generator differs between the runs"):
+        SeedStack([first, other], [first_opts, tuple(other.configure_optimizers())])
+
+
+def test_the_seed_group_fingerprint_tells_configs_apart():
+    """A seed group's members compare fingerprints: other networks, penalties or settings must change it."""
+    from lit_gan.stacking import config_fingerprint
+
+    base = config_fingerprint(build("nonsaturating", 0)[0])
+    assert config_fingerprint(build("nonsaturating", 1)[0]) == base  # another seed: the same config
+    variants = [
+        NonSaturatingGAN(MLPGenerator(latent_dim=8, width=128, depth=3, batch_norm=False), toy_discriminator(), **ADAM),
+        NonSaturatingGAN(toy_generator(), toy_discriminator(), **ADAM, penalties=[R1Penalty(weight=0.1)]),
+        NonSaturatingGAN(toy_generator(), toy_discriminator(), **{**ADAM, "lr_g": 2e-4}),
+        LSGAN(toy_generator(), toy_discriminator(), **ADAM),
+    ]
+    fingerprints = {config_fingerprint(module) for module in variants}
+    assert len(fingerprints) == len(variants) and base not in fingerprints
+    assert all(0 <= f < 2 ** 48 for f in fingerprints | {base})

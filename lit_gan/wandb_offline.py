@@ -18,10 +18,11 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
 def records(path: str | Path):
-    """Yield every ``Record`` stored in a ``.wandb`` file, in order."""
+    """Yield every ``Record`` stored in a ``.wandb`` file (or the one in an ``offline-run-*`` folder), in order."""
     from wandb.proto import wandb_internal_pb2
 
-    data = Path(path).read_bytes()
+    path = find_run_file(path) if Path(path).is_dir() else Path(path)  # the folder a finished run prints
+    data = path.read_bytes()
     ident, magic, version = struct.unpack("<4sHB", data[:HEADER_SIZE])
     if ident != b":W&B" or magic != 0xBEE1 or version != 0:
         raise ValueError(f"{path} is not a W&B run file (header {data[:HEADER_SIZE]!r})")
@@ -56,7 +57,8 @@ def _items(items) -> dict:
 
 
 def read_run(path: str | Path) -> dict:
-    """``{"history": [row, ...], "config": {...}, "summary": {...}, "alerts": [...]}`` of one offline run file.
+    """``{"history": [row, ...], "config": {...}, "summary": {...}, "alerts": [...]}`` of one offline run
+    (its ``run-*.wandb`` file, or the ``offline-run-*`` folder holding it).
 
     Alerts (``run.alert``) are ``{"title", "text", "level"}``; W&B sends them when the run is synced.
     """

@@ -84,6 +84,7 @@ def test_a_short_digits_run_leaves_sample_grids_and_metric_history(tmp_path):
                 "--trainer.log_every_n_steps=5", "--checkpoint.monitor=eval/frechet_distance", *quiet_args(tmp_path)])
     run_dir = next(Path(tmp_path, "wandb").glob("offline-run-*"))
     history = read_run(find_run_file(run_dir))["history"]
+    assert read_run(run_dir)["history"] == history  # the folder the run summary prints reads the same
     eval_rows = [row for row in history if "eval/frechet_distance" in row]
     assert [row["generator_step"] for row in eval_rows] == [0, 5, 10]
     assert eval_rows[-1]["eval/frechet_distance"] < eval_rows[0]["eval/frechet_distance"]  # G already learns

@@ -308,6 +308,7 @@ def check_own_run_directory(cli: LitGANCLI) -> None:
 def main(args=None, extra_callbacks=()) -> LitGANCLI:
     cli = LitGANCLI(args=args, extra_callbacks=extra_callbacks)
     check_own_run_directory(cli)
+    status = 1  # an exception none of the handlers below takes
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
         if cli.trainer.is_global_zero:
@@ -325,9 +326,11 @@ def main(args=None, extra_callbacks=()) -> LitGANCLI:
         status = 0
     finally:
         for logger in cli.trainer.loggers:
-            if isinstance(logger, WandbLogger):
+            # Only a run that started: touching .experiment would start an empty one (a run stopped while its
+            # data was prepared). A run that failed is finished as failed, with the process's exit status.
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
                 try:
-                    logger.experiment.finish()
+                    logger.experiment.finish(exit_code=status)
                     # finish() can return before W&B's service has written the run's file (seen under load:
                     # an empty offline file for a moment); teardown waits for it, so the run is on disk when
                     # main() returns. Only when no other run is open in this process.

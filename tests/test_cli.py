@@ -256,3 +256,25 @@ def test_lightning_says_the_end_in_generator_iterations_and_checkpoints_without_
     assert "`Trainer.fit` stopped: generator_steps=3 reached." in messages  # Lightning: max_steps=18 (n_critic 5)
     assert not [m for m in messages if "max_steps=" in m or "litlogger" in m or "weights_only" in m]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_run_stopped_while_preparing_its_data_leaves_no_empty_wandb_run(capsys, tmp_path):
+    # The W&B run was started by finishing it, after the error: an empty offline run per mistake.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", "configs/mnist/wgan_gp_dcgan.yaml", f"--data.init_args.root={tmp_path / 'nodata'}",
+              "--trainer.accelerator=cpu", *quiet_args(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "expected the mnist files in" in capsys.readouterr().err
+    assert not list(tmp_path.glob("wandb/offline-run-*"))
+
+
+def test_a_wandb_run_that_fails_after_starting_is_finished_as_failed(capsys, tmp_path):
+    from lit_gan.wandb_offline import records
+
+    with pytest.raises(SystemExit) as exit_info:  # refused in the datamodule's setup, after the W&B run started
+        main(["--config", "configs/digits/nonsaturating_dcgan.yaml", "--data.init_args.batch_size=5000",
+              *quiet_args(tmp_path)])
+    assert exit_info.value.code == 2
+    run = next(tmp_path.glob("wandb/offline-run-*"))
+    exits = [r.exit.exit_code for r in records(run) if r.WhichOneof("record_type") == "exit"]
+    assert exits == [2]

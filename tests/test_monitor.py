@@ -212,3 +212,14 @@ def test_the_monitor_state_can_be_saved_before_setup():
     # Ctrl-C during start-up saves a checkpoint, which asks every callback for its state (it crashed here).
     state = StabilityMonitor().state_dict()
     assert state["alarms"] == [] and state["real_checks"] == 0 and state["active"] == []
+
+
+def test_divergence_found_after_the_last_iteration_says_the_run_ended_not_stopped(tmp_path):
+    # A run shorter than the monitor's cadence is checked once, at its end: it was not stopped early.
+    cli, raised, alarms = run(
+        tmp_path, "configs/grid/nonsaturating.yaml", "--generator_steps=20",
+        "--model.init_args.lr_d=1e30", "--model.init_args.lr_g=1e30", "--trainer.log_every_n_steps=50",
+        "--evaluation.every_n_generator_steps=100",
+    )
+    assert cli.model.generator_step == 20 and [a["alarm"] for a in alarms] == ["non_finite"]
+    assert raised[0].startswith("[lit-gan stability monitor] Training ended: loss/")

@@ -214,12 +214,13 @@ class StabilityMonitor(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         # The final evaluation (made just before, by the Evaluation callback) is checked too.
-        if not pl_module.diverged and self.check_finite(trainer, pl_module):
+        if not pl_module.diverged and self.check_finite(trainer, pl_module, ended=True):
             self.check_collapse(trainer, pl_module, diversity=None)
 
     # ------------------------------------------------------------------ checks
-    def check_finite(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> bool:
-        """One host sync for every loss since the last check and every parameter.
+    def check_finite(self, trainer: pl.Trainer, pl_module: pl.LightningModule, ended: bool = False) -> bool:
+        """One host sync for every loss since the last check and every parameter (``ended``: the check after
+        the last iteration, which found the run at its end rather than stopped it).
 
         Under ``16-mixed`` a non-finite loss (a penalty's float16 inner gradient overflowing, most often)
         is what the GradScaler answers by skipping that step and halving its scale, so it counts as
@@ -256,7 +257,8 @@ class StabilityMonitor(Callback):
         kept = (f"the last good checkpoint, {last}, is kept" if last is not None and last.exists()
                 else "no checkpoint had been written before this")
         self.raise_alarm(trainer, pl_module, "non_finite",
-                         f"Training stopped: {message}. This state is not checkpointed; {kept}. Lower the "
+                         f"Training {'ended' if ended else 'stopped'}: {message}. This state is not checkpointed; "
+                         f"{kept}. Lower the "
                          "learning rates, add a gradient penalty, or check the data for NaN.", stop=True)
         return False
 

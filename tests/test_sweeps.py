@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -208,3 +209,15 @@ def test_the_slurm_agent_array_script_checks_its_arguments():
     assert usage.returncode == 2 and "ENTITY/PROJECT/SWEEP_ID [RUNS_PER_AGENT]" in usage.stderr
     count = subprocess.run(["bash", str(script), "me/lit-gan/abc123", "many"], capture_output=True, text=True)
     assert count.returncode == 2 and "RUNS_PER_AGENT=many is not valid: expected a positive integer" in count.stderr
+
+
+@pytest.mark.parametrize("script", ["train.sbatch", "sweep_agent.sbatch"])
+def test_the_folder_of_a_slurm_job_log_exists_in_a_fresh_checkout(script):
+    # SLURM opens --output before the script runs: a missing folder failed the job with no log at all
+    # (outputs/ is ignored, so a fresh clone had no outputs/slurm/).
+    text = (ROOT / "scripts" / "slurm" / script).read_text()
+    folder = Path(re.search(r"^#SBATCH --output=(.+)/[^/]+$", text, re.M).group(1))
+    assert (ROOT / folder).is_dir()
+    tracked = subprocess.run(["git", "ls-files", "--error-unmatch", str(folder / ".gitkeep")], cwd=ROOT,
+                             capture_output=True)
+    assert tracked.returncode == 0, f"{folder}/.gitkeep is not in the repository"

@@ -36,6 +36,8 @@ def records(path: str | Path):
         if kind == 0 and length == 0:  # zero padding at the end of a block
             position += left_in_block
             continue
+        if position + HEADER_SIZE + length > len(data):  # a run killed (or still writing) mid-record: the
+            return                                      # records before it are whole
         chunk = data[position + HEADER_SIZE:position + HEADER_SIZE + length]
         position += HEADER_SIZE + length
         if kind in (FULL, FIRST):

@@ -44,6 +44,22 @@ def test_history_holds_losses_and_mode_metrics_on_the_generator_clock(finished_r
     assert all("trainer/global_step" not in row for row in run["history"])
 
 
+def test_a_run_file_cut_short_reads_up_to_its_last_whole_record(finished_run, tmp_path):
+    # A run killed while writing (or read while it runs) ends in part of a record: read_run raised on it.
+    from lit_gan.wandb_offline import records
+
+    _, run, wandb_dir = finished_run
+    data = find_run_file(wandb_dir).read_bytes()
+    whole = list(records(find_run_file(wandb_dir)))
+    cut = tmp_path / "cut.wandb"
+    for end in range(len(data) - 2000, len(data), 97):
+        cut.write_bytes(data[:end])
+        read = list(records(cut))
+        assert 0 < len(read) < len(whole) and read == whole[:len(read)]
+    history = read_run(cut)["history"]
+    assert history == run["history"][:len(history)]
+
+
 def test_sample_plots_are_stored_in_the_run(finished_run):
     _, run, wandb_dir = finished_run
     images = [row["samples/path"] for row in run["history"] if "samples/path" in row]

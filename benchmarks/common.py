@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -17,6 +20,10 @@ from lit_gan.data.digits import ImageDataModule
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "PERFORMANCE.md"
+
+
+# The benchmarks build runs with LitGANCLI(args=...) inside a script that has its own arguments, on purpose.
+warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
 
 
 def machine() -> str:
@@ -32,6 +39,11 @@ def machine() -> str:
 
     return (f"{cpu}, {len(os.sched_getaffinity(0))} cores ({torch.get_num_threads()} torch threads), {gpu}; "
             f"torch {torch.__version__}, lightning {lightning.__version__}")
+
+
+def command() -> str:
+    """This benchmark's command line as it was given: every argument that shaped its table."""
+    return shlex.join(["python", "-m", f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
 
 
 def commit() -> str:

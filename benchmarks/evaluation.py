@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from benchmarks.common import commit, machine, publish
+from benchmarks.common import command, commit, machine, publish
 
 
 class Images(Dataset):
@@ -84,7 +84,7 @@ def main() -> None:
     rows = [("real features not cached (first evaluation)", ours_miss, theirs_miss),
             ("real features cached (every later one)", ours_hit, theirs_hit)]
     lines = [f"Machine: {machine()}; commit {commit()}.",
-             f"Command: `python -m benchmarks.evaluation --samples {args.samples} --real {args.real} --write` "
+             f"Command: `{command()}` "
              f"({args.samples} generated vs {args.real} real 32 px images; FID, KID, IS and precision/recall; "
              f"{'given' if args.weights else 'random'} Inception weights).", "",
              "| evaluation | torch-fidelity `calculate_metrics` (s) | lit-gan `FidelityMetrics` (s) | ratio | target |",

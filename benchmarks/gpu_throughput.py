@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from benchmarks.common import commit, machine, publish
+from benchmarks.common import command, commit, machine, publish
 from benchmarks.train_step import IterationTimes
 from lit_gan.cli import LitGANCLI
 
@@ -91,8 +91,7 @@ def main() -> None:
             rows.append((name, batch, speeds))
             print(name, batch, {s: round(v) for s, v in speeds.items()}, flush=True)
     lines = [f"Machine: {machine()}; commit {commit()}; {time.perf_counter() - start:.0f} s in all.",
-             f"Command: `python -m benchmarks.gpu_throughput --iterations {args.iterations} --warmup {args.warmup}"
-             f"{' --device cpu' if args.device == 'cpu' else ''} --write` (images/s through D: batch x n_critic "
+             f"Command: `{command()}` (images/s through D: batch x n_critic "
              f"per generator iteration, median; higher is better).", "",
              "| networks | batch | " + " | ".join(args.settings) + " |",
              "|---|---|" + "---|" * len(args.settings)]

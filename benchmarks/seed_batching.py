@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from benchmarks.common import commit, machine, publish
+from benchmarks.common import command, commit, machine, publish
 from benchmarks.train_step import build, plain_iteration
 from lit_gan.data.toy import sample_mixture
 from lit_gan.optim import ContiguousAdam
@@ -162,8 +162,7 @@ def main() -> None:
     torch.manual_seed(0)
     adams, *stacks = measure(args.seeds, args.iterations)
     report = (f"Machine: {machine()}; commit {commit()}.\n"
-              f"Command: `python -m benchmarks.seed_batching --seeds {' '.join(map(str, args.seeds))} --iterations "
-              f"{args.iterations} --write`.\n\n" + table(adams, "`Adam()`")
+              f"Command: `{command()}`.\n\n" + table(adams, "`Adam()`")
               + "".join("\n\n" + table(rows, "one seed") for rows in stacks))
     publish("seed_batching", report, args.write)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, commit, machine, publish
+from benchmarks.common import ROOT, command, commit, machine, publish
 from lit_gan.study import run_context, train_process
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -57,12 +58,15 @@ def startup_seconds(repeats: int) -> tuple[list[float], list[float]]:
 
 def study_seconds(jobs: int, stack: int, runs: int, generator_steps: int) -> float:
     with tempfile.TemporaryDirectory() as out:
-        command = [sys.executable, "-m", "lit_gan.study", "--configs", "configs/grid/nonsaturating.yaml",
+        study = [sys.executable, "-m", "lit_gan.study", "--configs", "configs/grid/nonsaturating.yaml",
                    "--seeds", *map(str, range(runs)), "--generator_steps", str(generator_steps),
                    "--jobs", str(jobs), "--stack", str(stack), "--out", out, "--runs_dir", f"{out}/runs",
                    "--name", f"throughput-{jobs}-{stack}"]
         start = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env=ENV)
+        finished = subprocess.run(study, cwd=ROOT, capture_output=True, text=True, env=ENV)
+        if finished.returncode:  # say why, rather than CalledProcessError without the study's output
+            raise SystemExit(f"the study {' '.join(study[1:])} failed (exit {finished.returncode}):\n"
+                             f"{finished.stderr[-3000:]}")
         return time.perf_counter() - start
 
 
@@ -77,19 +81,20 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="update the section in docs/PERFORMANCE.md")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))
-    fresh, forked = startup_seconds(args.repeats)
+    bad = [s for s in args.settings or () if not re.fullmatch(r"[1-9]\d*x[1-9]\d*", s)]
+    if bad:  # before the start-up timing, not after it
+        parser.error(f"--settings {' '.join(bad)} is not valid: expected JOBSxSTACK with both >= 1, e.g. 2x4")
     # (jobs, stack): one run at a time; one per core; a seed group per core; all seeds in one group.
     settings = [tuple(map(int, s.split("x"))) for s in args.settings] if args.settings else list(dict.fromkeys(
         [(1, 1), (cores, 1), (cores, -(-args.runs // cores)), (1, args.runs)]))
+    fresh, forked = startup_seconds(args.repeats)
     # In mirrored order, each setting's time the mean of its two studies, so a drifting VM slows all alike.
     study_times = {setting: [] for setting in settings}
     for jobs, stack in settings + settings[::-1]:
         study_times[jobs, stack].append(study_seconds(jobs, stack, args.runs, args.generator_steps))
     rows = [(setting, statistics.mean(times)) for setting, times in study_times.items()]
     lines = [f"Machine: {machine()}; commit {commit()}.",
-             f"Command: `python -m benchmarks.study_throughput --runs {args.runs} --generator_steps "
-             f"{args.generator_steps} --repeats {args.repeats}"
-             f"{' --settings ' + ' '.join(args.settings) if args.settings else ''} --write` ({args.runs} seeds of "
+             f"Command: `{command()}` ({args.runs} seeds of "
              "`configs/grid/nonsaturating.yaml`).", "",
              f"| a one-iteration run, one thread | median of {args.repeats} (s) | min (s) | max (s) |",
              "|---|---|---|---|"]

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.common import commit, machine, median_ms, publish
+from benchmarks.common import command, commit, machine, median_ms, publish
 from lit_gan.cli import LitGANCLI
 from lit_gan.objectives import NonSaturatingGAN
 from lit_gan.objectives.base import step_without_hooks
@@ -222,9 +222,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     results = [measure(name, args.repeats, args.scale) for name in args.cases]
     report = (f"Machine: {machine()}; commit {commit()}.\n"
-              f"Command: `python -m benchmarks.train_step --repeats {args.repeats}"
-              f"{f' --threads {args.threads}' if args.threads else ''}"
-              f"{f' --scale {args.scale}' if args.scale != 1 else ''} --write`\n\n" + table(results))
+              f"Command: `{command()}`\n\n" + table(results))
     publish("train_step", report, args.write)
 
 

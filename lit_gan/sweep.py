@@ -175,14 +175,14 @@ def check_sweep(path: Path | str, draws: int = 3) -> list[list[str]]:
         raise SweepError(path, [str(error)]) from None
     from lit_gan.callbacks.evaluation import evaluation_goals  # imports torch: only once the file is sound
 
-    commands = []
+    commands, failures = [], {}  # error -> the parameter sets it came from (a misspelt key fails every one)
     for parameters in parameter_sets:
         line = agent_command(sweep, parameters)
         argv = line[line.index(PROGRAM) + 1:]
         try:
             cli = build(argv)
         except ConfigError as error:
-            problems.append(f"the command for {parameters} fails: {error}")
+            failures.setdefault(str(error), []).append(parameters)
             continue
         commands.append(line)
         logged = evaluation_goals(cli.datamodule, cli.model)
@@ -194,6 +194,9 @@ def check_sweep(path: Path | str, draws: int = 3) -> list[list[str]]:
                             f"{', '.join(sorted(logged))}")
         elif logged[name] != goal:
             problems.append(f"metric.goal={goal!r} is not valid for {name}: expected {logged[name]!r}")
+    for error, sets in failures.items():
+        others = f" (and {len(sets) - 1} other parameter set(s) of the {len(parameter_sets)})" if len(sets) > 1 else ""
+        problems.append(f"the command for {sets[0]}{others} fails: {error}")
     if problems:
         raise SweepError(path, list(dict.fromkeys(problems)))
     return commands

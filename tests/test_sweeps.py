@@ -84,8 +84,10 @@ def problems(path) -> list[str]:
 
 
 def test_a_sweep_naming_an_unknown_parameter_is_caught_before_any_job_runs(tmp_path):
-    path = write_sweep(tmp_path, parameters={"model.init_args.lr_dd": {"values": [1e-4]}})
-    (problem,) = problems(path)
+    path = write_sweep(tmp_path, parameters={"model.init_args.lr_dd": {"values": [1e-4, 2e-4, 3e-4]}})
+    (problem,) = problems(path)  # once, not once per parameter set
+    assert problem.startswith("the command for {'model.init_args.lr_dd': 0.0001} (and 2 other parameter set(s) "
+                              "of the 3) fails: ")
     assert "model.init_args.lr_dd is not a key of lit_gan.objectives.WGANGP" in problem
     assert "did you mean lr_d?" in problem
 

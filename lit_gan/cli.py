@@ -152,9 +152,10 @@ class LitGANCLI(LightningCLI):
         config.trainer.max_steps = optimizer_steps(config.generator_steps, n_critic)
         LIGHTNING_MESSAGES.generator_steps = config.generator_steps
         accelerator = config.trainer.accelerator
-        if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():  # Lightning: "No supported gpu backend"
+        gpu = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
+        if accelerator in ("gpu", "cuda") and not gpu:  # Lightning: "No supported gpu backend found!"
             self.parser.error(f"trainer.accelerator={accelerator} is not valid: expected cpu or auto on this machine, "
-                              "which has no CUDA GPU that torch can use (for DDP on CPU processes add "
+                              "which has no GPU that torch can use (for DDP on CPU processes add "
                               "--config configs/trainer/ddp_cpu.yaml instead of ddp.yaml)")
         if SLURMEnvironment.detect() and (requeued := self.slurm_requeue_checkpoint(config.trainer.default_root_dir)):
             # A requeued job reruns its command line: its own requeue checkpoint is newer than any --ckpt_path.

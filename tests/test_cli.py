@@ -221,6 +221,7 @@ def test_an_abbreviated_option_is_refused(capsys):
 
 def test_the_gpu_trainer_fragment_on_a_machine_without_gpu_is_refused_in_one_sentence(capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # (Lightning: "No supported gpu backend found!")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     err = parse_error(capsys, ["--config", "configs/quickstart.yaml", "--config", "configs/trainer/ddp.yaml"])
     assert err.startswith("error: trainer.accelerator=gpu is not valid: expected cpu or auto on this machine")
     assert "configs/trainer/ddp_cpu.yaml" in err

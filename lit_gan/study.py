@@ -33,7 +33,6 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -59,7 +58,8 @@ PUBLISHED = {
     "stacked_digits": ("stacked_mnist.csv", None, None, "reverse_kl"),
 }
 
-FIXED = ("config", "seed", "generator_steps", "final_step", "fingerprint", "seconds", "stack", "run_dir", "alarms")
+# runs.csv's columns other than the scores, in order: the first five before the scores, the rest after them.
+FIXED = ("config", "seed", "generator_steps", "final_step", "fingerprint", "alarms", "seconds", "stack", "run_dir")
 TEXT = ("config", "fingerprint", "run_dir", "alarms")
 
 
@@ -104,6 +104,14 @@ def looks_stackable(config: Path) -> bool:
             and str(trainer.get("precision", "32")) in ("32", "32-true"))
 
 
+def repo_path(config) -> Path:
+    """A config as the study names it (its cell's key): relative to the repository root, where relative paths
+    are taken from, when it lies inside it, else absolute; so ``configs/ring/x.yaml`` and
+    ``/path/to/repo/configs/ring/x.yaml`` are one cell. Symbolic links are not resolved: a config keeps its name."""
+    path = Path(os.path.normpath(ROOT / config))
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def cell_key(row: dict) -> tuple:
     return (str(row["config"]), int(row["seed"]), int(row["generator_steps"]), row["fingerprint"])
 
@@ -112,8 +120,17 @@ def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [{k: (v if k in TEXT else float(v)) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(f)]
+        rows = [{k: (v if k in TEXT else number(v)) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    # Named as repo_path names it: runs.csv files from before it hold configs as they were typed.
+    return [{**row, "config": str(repo_path(row["config"]))} for row in rows]
+
+
+def number(text: str) -> int | float:
+    """A runs.csv number as it was written: ``20000`` stays an int (a rewritten runs.csv keeps it so)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def save_started(run_ids: dict[tuple, str], path: Path, others: dict[str, str] | None = None) -> None:
@@ -127,8 +144,12 @@ def save_started(run_ids: dict[tuple, str], path: Path, others: dict[str, str] |
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
+    # Columns in one order whichever row comes first: rows read back from runs.csv lack their empty cells.
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    fieldnames = ([k for k in FIXED[:5] if k in keys] + [k for k in keys if k not in FIXED]
+                  + [k for k in FIXED[5:] if k in keys])
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)), restval="")
+    writer = csv.DictWriter(text, fieldnames=fieldnames, restval="")
     writer.writeheader()
     writer.writerows(rows)
     write_atomically(path, text.getvalue())
@@ -262,11 +283,14 @@ def seed_groups(cells: list[tuple], stack: int) -> list[list[tuple]]:
 
 
 def outcome(function, *args, **kwargs):
-    """``function(*args, **kwargs)``, or the RuntimeError it raised."""
+    """``function(*args, **kwargs)``, or the error it raised as a RuntimeError: whatever goes wrong with one
+    run fails that cell, not the study (which would lose the rows of the runs under way)."""
     try:
         return function(*args, **kwargs)
     except RuntimeError as error:
         return error
+    except Exception as error:
+        return RuntimeError(f"{type(error).__name__}: {error}")
 
 
 def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_dir: Path, threads: int, group: str,
@@ -296,8 +320,14 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
     if exitcode != 0:
         raise RuntimeError(f"train.py {' '.join(argv)} failed (exit code {exitcode}; its output is in "
                            f"{log}):\n{output[-3000:]}")
-    run_dir = ROOT / re.search(r"^Run directory: (\S+)", output, re.M).group(1)
-    final = json.loads((run_dir / "evaluation.json").read_text())[-1]
+    # The run's folder is <runs_dir>/<W&B project>/<run id> (lit_gan.callbacks.output.run_directory): found by
+    # its id, not read from the log, whose "Run directory: PATH" line cannot tell a space in PATH from its end.
+    history = next(runs_dir.glob(f"*/{run_id}/evaluation.json"), None)
+    if history is None:
+        raise RuntimeError(f"train.py {' '.join(argv)} finished but left no {runs_dir}/*/{run_id}/evaluation.json "
+                           f"(its output is in {log})")
+    run_dir = history.parent
+    final = json.loads(history.read_text())[-1]
     return {
         # The length asked for (the cell's key) and the one reached: a run stopped early (non-finite, or
         # stop_on_collapse) ends before it, and is not run again by a rerun of the study.
@@ -312,18 +342,25 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
 
 def mean_and_error(values: list[float]) -> str:
     """``mean ± standard error`` (sample standard deviation / sqrt(n)); just the mean for one value. NaN values
-    (a score with nothing to score, e.g. ``reverse_kl_hq`` of a run without high-quality samples) are left out
-    and counted, instead of turning the whole cell into ``nan ± nan``."""
+    (a score with nothing to score, e.g. ``reverse_kl_hq`` of a run without high-quality samples, or every score
+    of a run whose last samples were non-finite) are left out and counted, instead of turning the whole cell
+    into ``nan ± nan``."""
     defined = [v for v in values if not math.isnan(v)]
-    missing = f" ({len(values) - len(defined)} of {len(values)} NaN)" if len(defined) < len(values) else ""
+    missing = f" ({len(values) - len(defined)} of {len(values)} not scored)" if len(defined) < len(values) else ""
     n = len(defined)
     if n == 0:
         return f"NaN{missing}"
     mean = sum(defined) / n
     if n == 1:
-        return f"{mean:.3g}{missing}"
+        return f"{significant(mean, 3)}{missing}"
     error = math.sqrt(sum((v - mean) ** 2 for v in defined) / (n - 1) / n)
-    return f"{mean:.3g} ± {error:.2g}{missing}"
+    return f"{significant(mean, 3)} ± {significant(error, 2)}{missing}"
+
+
+def significant(value: float, digits: int) -> str:
+    """``value`` to ``digits`` significant digits, but in full where that takes an exponent (1000, not 1e+03)."""
+    text = f"{value:.{digits}g}"
+    return f"{value:.0f}" if "e+" in text else text
 
 
 def benchmark(config: str) -> str:
@@ -355,9 +392,10 @@ def alarm_names(run_dir: Path) -> str:
     return " ".join(sorted({a["alarm"] for a in json.loads(path.read_text())})) if path.is_file() else ""
 
 
-def write_outputs(rows: list[dict], out: Path) -> None:
+def write_outputs(rows: list[dict], out: Path) -> list[Path]:
+    """runs.csv, table.md and, when every run's folder is there, the figures; returns the files written."""
     for row in rows:
-        if "alarms" not in row and Path(row["run_dir"]).is_dir():
+        if "alarms" not in row:  # an empty cell read back, or a runs.csv from before alarms: "" without the folder
             row["alarms"] = alarm_names(row["run_dir"])
     write_csv(rows, out / "runs.csv")
     scores = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in FIXED and k != "seed"]
@@ -365,27 +403,35 @@ def write_outputs(rows: list[dict], out: Path) -> None:
     for name in dict.fromkeys(benchmark(r["config"]) for r in rows):
         bench = [r for r in rows if benchmark(r["config"]) == name]
         columns = [k for k in scores if any(k in r for r in bench)]
-        lines += [f"### {name}", "",
-                  "| config | seeds | generator iterations | " + " | ".join(columns) + " | alarms | seconds per run |",
-                  "|---|---|---|" + "---|" * len(columns) + "---|---|"]
+        header = ["config", "seeds", "generator iterations", *columns, "alarms", "seconds per run"]
+        lines += [f"### {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for config in dict.fromkeys(r["config"] for r in bench):
             group = [r for r in bench if r["config"] == config]
-            cells = " | ".join(mean_and_error([r[k] for r in group]) if all(k in r for r in group) else ""
-                               for k in columns)
+            # A seed without a score (its last evaluation had non-finite samples) counts as not scored, alone.
+            cells = "".join(f"{mean_and_error([r.get(k, math.nan) for r in group])} | " for k in columns)
             alarms = sum(bool(r.get("alarms")) for r in group)
             short = sum(r.get("final_step", r["generator_steps"]) < r["generator_steps"] for r in group)
             length = f"{group[0]['generator_steps']:.0f}" + (f" ({short} stopped early)" if short else "")
             # A seed group's runs share one wall time: each costs its share of it.
             seconds = sum(r["seconds"] / r.get("stack", 1) for r in group) / len(group)
-            lines.append(f"| `{config}` | {len(group)} | {length} | {cells} | "
-                         f"{alarms}/{len(group)} | {seconds:.0f} |")
+            lines.append(f"| `{config}` | {len(group)} | {length} | {cells}{alarms}/{len(group)} | {seconds:.0f} |")
         for ref in published_rows(name):
-            cells = " | ".join(ref.get(k, "") for k in columns)
-            lines.append(f"| *{ref['name']}* (published) | {ref['trials']} | | {cells} | | |")
+            cells = "".join(f"{ref.get(k, '')} | " for k in columns)
+            lines.append(f"| *{ref['name']}* (published) | {ref['trials']} | | {cells}| |")
         lines.append("")
     (out / "table.md").write_text("\n".join(lines))
+    # The figures are drawn from the run folders: without some (a fresh clone of committed results, big run
+    # folders deleted) they would come out blank or average only some seeds, so the ones there are kept.
+    gone = [r for r in rows if not (Path(r["run_dir"]) / "evaluation.json").is_file()]
+    if gone:
+        listed = "; ".join(f"{r['config']} seed {r['seed']}: {r['run_dir']}" for r in gone[:3])
+        print(f"warning: {out / 'samples.png'} and {out / 'coverage.png'} not redrawn: {len(gone)} of {len(rows)} "
+              f"run folder(s) have no evaluation.json ({listed}{'; ...' if len(gone) > 3 else ''})",
+              file=sys.stderr, flush=True)
+        return [out / "runs.csv", out / "table.md"]
     plot_final_samples(rows, out / "samples.png")
     plot_coverage(rows, out / "coverage.png")
+    return [out / "runs.csv", out / "table.md", out / "samples.png", out / "coverage.png"]
 
 
 def plot_coverage(rows: list[dict], path: Path) -> None:
@@ -458,13 +504,16 @@ def load_suite(name: str, parser: argparse.ArgumentParser) -> dict:
     if unknown:
         parser.error(f"--suite={name}: {path} has unknown key(s) {', '.join(unknown)}: expected name, configs, "
                      "seeds, generator_steps, description")
-    kinds = {"configs": (list, str, "a list of config paths"), "seeds": (list, int, "a list of integer seeds"),
-             "generator_steps": (int, None, "an integer >= 1")}
-    for key, (kind, item, expected) in kinds.items():
-        value = suite.get(key)
-        if value is not None and not (isinstance(value, kind) and (item is None or all(isinstance(v, item) for v in value))
-                                      and (key != "generator_steps" or value >= 1)):
-            parser.error(f"--suite={name}: {key}={value!r} in {path} is not valid: expected {expected}")
+    def listing(item):
+        return lambda value: isinstance(value, list) and len(value) > 0 and all(isinstance(v, item) for v in value)
+
+    checks = {"name": (lambda value: isinstance(value, str) and value != "", "a non-empty string"),
+              "configs": (listing(str), "a non-empty list of config paths"),
+              "seeds": (listing(int), "a non-empty list of integer seeds"),
+              "generator_steps": (lambda value: isinstance(value, int) and value >= 1, "an integer >= 1")}
+    for key, (valid, expected) in checks.items():
+        if key in suite and not valid(suite[key]):
+            parser.error(f"--suite={name}: {key}={suite[key]!r} in {path} is not valid: expected {expected}")
     suite.setdefault("name", path.stem)
     return suite
 
@@ -510,7 +559,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--runs_dir", type=Path, default=Path("outputs/study-runs"), help="where each run's files go")
     args = parser.parse_args(argv)
     suite = load_suite(args.suite, parser) if args.suite else {}
-    args.configs = [Path(c) for c in suite.get("configs", [])] + (args.configs or [])
+    args.configs = [repo_path(c) for c in suite.get("configs", []) + (args.configs or [])]
     args.seeds = args.seeds or suite.get("seeds", [0])
     if args.generator_steps is None:
         args.generator_steps = suite.get("generator_steps", 5000)
@@ -523,14 +572,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
             parser.error(f"--{flag}={getattr(args, flag)} is not valid: expected an integer >= 1")
     missing = [str(c) for c in args.configs if not (ROOT / c).is_file()]
     if missing:
-        parser.error(f"--configs: no such file(s): {', '.join(missing)}")
+        parser.error(f"--configs: no such file(s): {', '.join(missing)}: expected config files, relative paths "
+                     f"taken from the repository root ({ROOT})")
     # A cell listed twice would train twice into one run directory and count as two seeds.
     for flag, values in (("--configs (with the suite's)", [(ROOT / c).resolve() for c in args.configs]),
                          ("--seeds", args.seeds)):
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
         if repeated:
             parser.error(f"{flag}: {', '.join(repeated)} given more than once: expected each once")
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. a file of that name
+        parser.error(f"--out {args.out} is not valid: expected a folder the study can create or write into "
+                     f"({error.strerror})")
     lock = hold_out_folder(args.out, parser)
     try:
         return run_study(args, parser)
@@ -577,8 +631,8 @@ def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
             if isinstance(result, RuntimeError):
                 failed.append(f"{key[0]} seed {key[1]}")
                 # A run stopped by Ctrl-C exits non-zero too: one line, not its log as if it had crashed.
-                print(f"{key[0]} seed {key[1]}: stopped, with its last checkpoint" if interrupted.is_set()
-                      else result, file=sys.stderr, flush=True)
+                print(f"{key[0]} seed {key[1]}: " + ("stopped, with its last checkpoint" if interrupted.is_set()
+                                                      else str(result)), file=sys.stderr, flush=True)
                 return
             results[key] = result
             print(f"{key[0]} seed {key[1]}: {result}", flush=True)
@@ -613,9 +667,7 @@ def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
                          f"{args.out / 'runs.csv'}. Rerunning the same command retrains the failed ones, from "
                          "their last checkpoint where they saved one.")
     rows = [results[key] for key in keys]
-    write_outputs(rows, args.out)
-    print(f"Wrote {args.out / 'runs.csv'}, {args.out / 'table.md'}, {args.out / 'samples.png'}, "
-          f"{args.out / 'coverage.png'}")
+    print(f"Wrote {', '.join(map(str, write_outputs(rows, args.out)))}")
     return rows
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_gan.study import ROOT, config_fingerprint, main, mean_and_error, read_rows, run_to_end, write_csv
+from lit_gan.study import ROOT, config_fingerprint, main, mean_and_error, outcome, read_rows, run_to_end, write_csv
 from lit_gan.wandb_offline import find_run_file, read_run, records
 
 
@@ -166,6 +167,56 @@ def test_an_interrupted_study_resumes_its_unfinished_run_from_the_last_checkpoin
     assert not (tmp_path / "out" / "started.json").exists()  # nothing left unfinished
 
 
+def test_a_runs_dir_with_a_space_is_found_and_an_error_fails_one_cell(tmp_path):
+    runs = tmp_path / "runs with a space"
+    (row,) = main(["--configs", "configs/ring/nonsaturating.yaml", "--generator_steps", "5", "--jobs", "1",
+                   "--out", str(tmp_path / "out"), "--runs_dir", str(runs)])
+    assert Path(row["run_dir"]).parent.parent == runs and row["final_step"] == 5
+    assert [r["run_dir"] for r in read_rows(tmp_path / "out" / "runs.csv")] == [row["run_dir"]]
+    # Whatever a run raises is that cell's failure (named by the study), not a traceback that ends the study.
+    error = outcome(json.loads, "")
+    assert isinstance(error, RuntimeError) and str(error).startswith("JSONDecodeError: ")
+
+
+def finished_row(config: str, seed: int, run_dir: Path, **extra) -> dict:
+    """A runs.csv row of a finished run, as run_one writes it."""
+    return {"config": config, "seed": seed, "generator_steps": 10, "final_step": 10,
+            "fingerprint": config_fingerprint(ROOT / config), "modes": 5.0, "reverse_kl": 0.5, "alarms": "",
+            "seconds": 1.5, "stack": 1, "run_dir": str(run_dir), **extra}
+
+
+def test_a_rerun_without_its_run_folders_keeps_the_figures_and_runs_csv(tmp_path, capsys):
+    """A fresh clone of committed results (docs/results/), or big run folders deleted, then the same command."""
+    config, out = "configs/grid/nonsaturating.yaml", tmp_path / "out"
+    present = tmp_path / "runs" / "lit-gan" / "aaaa"
+    present.mkdir(parents=True)
+    history = [{"generator_step": 10, "eval/modes": 5, "eval/reverse_kl": 0.5}]
+    (present / "evaluation.json").write_text(json.dumps(history))
+    out.mkdir()
+    write_csv([finished_row(config, 0, present), finished_row(config, 1, tmp_path / "gone")], out / "runs.csv")
+    for figure in ("samples.png", "coverage.png"):
+        (out / figure).write_bytes(b"the committed figure")
+    before = (out / "runs.csv").read_text()
+    args = ["--configs", config, "--seeds", "0", "1", "--generator_steps", "10", "--out", str(out),
+            "--runs_dir", str(tmp_path / "runs")]
+    for gone, missing in ((1, f"{config} seed 1: {tmp_path / 'gone'}"), (2, f"{config} seed 0: {present}; ")):
+        main(args)
+        assert f"not redrawn: {gone} of 2 run folder(s) have no evaluation.json ({missing}" in capsys.readouterr().err
+        # Not blank, nor seed 0 alone under "mean over seeds".
+        assert all((out / figure).read_bytes() == b"the committed figure" for figure in ("samples.png", "coverage.png"))
+        assert (out / "runs.csv").read_text() == before  # 10, not 10.0; every column, in its order
+        shutil.rmtree(present, ignore_errors=True)  # then every run folder is gone
+
+
+def test_a_config_given_by_its_absolute_path_is_the_same_cell(tmp_path, capsys):
+    config, out = "configs/grid/nonsaturating.yaml", tmp_path / "out"
+    out.mkdir()
+    write_csv([finished_row(config, 0, tmp_path / "gone")], out / "runs.csv")
+    (row,) = main(["--configs", str(ROOT / config), "--generator_steps", "10", "--out", str(out),
+                   "--runs_dir", str(tmp_path / "runs")])
+    assert "Skipping 1 finished run(s)" in capsys.readouterr().out and row["config"] == config
+
+
 def test_a_failed_run_is_reported_and_the_finished_ones_are_kept(tmp_path, capsys):
     broken = tmp_path / "broken.yaml"
     broken.write_text(f"model: {ROOT}/configs/models/toy/nonsaturating.yaml\n"
@@ -186,7 +237,9 @@ def test_a_failed_run_is_reported_and_the_finished_ones_are_kept(tmp_path, capsy
     (["--configs", "configs/grid/nonsaturating.yaml", "--seeds", "0", "0"], "--seeds: 0 given more than once"),
     (["--configs", "configs/grid/nonsaturating.yaml", "--generator_steps", "0"],
      "--generator_steps=0 is not valid: expected an integer >= 1"),
-    (["--suite", "SUITE"], "seeds=3 in SUITE is not valid: expected a list of integer seeds"),
+    (["--suite", "SUITE"], "seeds=3 in SUITE is not valid: expected a non-empty list of integer seeds"),
+    (["--configs", "configs/grid/nope.yaml"], ("no such file(s): configs/grid/nope.yaml: expected config files, "
+                                               f"relative paths taken from the repository root ({ROOT})")),
 ])
 def test_bad_study_input_is_refused_before_anything_runs(tmp_path, capsys, extra, expected):
     suite = tmp_path / "bad.yaml"
@@ -195,6 +248,23 @@ def test_bad_study_input_is_refused_before_anything_runs(tmp_path, capsys, extra
     with pytest.raises(SystemExit):
         main([*extra, "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")])
     assert expected.replace("SUITE", str(suite)) in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("suite, out, expected", [
+    ("seeds: []", "out", "seeds=[] in SUITE is not valid: expected a non-empty list of integer seeds"),
+    ("name: [a, b]", None, "name=['a', 'b'] in SUITE is not valid: expected a non-empty string"),
+    ("seeds: [0]", "a file", ("--out OUT is not valid: expected a folder the study can create or write into "
+                              "(File exists)")),
+])
+def test_a_bad_suite_or_out_is_one_line_not_a_traceback(tmp_path, capsys, suite, out, expected):
+    path = tmp_path / "suite.yaml"
+    path.write_text(f"configs: [configs/grid/nonsaturating.yaml]\n{suite}\n")
+    (tmp_path / "a file").write_text("not a folder")
+    with pytest.raises(SystemExit):
+        main(["--suite", str(path), "--runs_dir", str(tmp_path / "runs"),
+              *(["--out", str(tmp_path / out)] if out else [])])
+    assert expected.replace("SUITE", str(path)).replace("OUT", str(tmp_path / (out or ""))) in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
@@ -267,10 +337,39 @@ def test_coverage_plot_takes_a_seed_whose_evaluation_has_no_scores(tmp_path):
 def test_a_seed_without_a_score_is_counted_not_spread_over_the_cell():
     # reverse_kl_hq is NaN for a run without high-quality samples; the cell read "nan ± nan" for the whole config.
     nan = float("nan")
-    assert mean_and_error([1.0, nan, 3.0]) == "2 ± 1 (1 of 3 NaN)"
-    assert mean_and_error([nan, 0.5]) == "0.5 (1 of 2 NaN)"
-    assert mean_and_error([nan, nan]) == "NaN (2 of 2 NaN)"
+    assert mean_and_error([1.0, nan, 3.0]) == "2 ± 1 (1 of 3 not scored)"
+    assert mean_and_error([nan, 0.5]) == "0.5 (1 of 2 not scored)"
+    assert mean_and_error([nan, nan]) == "NaN (2 of 2 not scored)"
     assert mean_and_error([1.0, 3.0]) == "2 ± 1"
+
+
+def test_large_scores_are_written_in_full_not_in_powers_of_ten():
+    # Stacked digits has 1000 modes: "1e+03 ± 0" and "1.37e+03 ± 1.3e+02" read badly in a table.
+    assert mean_and_error([1000.0, 1000.0]) == "1000 ± 0"
+    assert mean_and_error([1234.5, 1500.2]) == "1367 ± 133"
+    assert mean_and_error([999.7]) == "1000"
+    assert mean_and_error([0.0123, 0.0125]) == "0.0124 ± 0.0001"  # 3 significant digits below 1000, as before
+
+
+def test_a_seed_without_scores_leaves_the_other_seeds_scores(tmp_path):
+    from lit_gan.study import write_outputs
+
+    def row(config, seed, **scores):
+        return {"config": config, "seed": seed, "generator_steps": 100, "final_step": 100, "fingerprint": "f",
+                **scores, "alarms": "", "seconds": 10.0, "run_dir": str(tmp_path / "none")}
+
+    # Seed 2's last evaluation had non-finite samples: only its generator_step, no scores.
+    a = "configs/grid/a.yaml"
+    rows = [row(a, 0, modes=20, reverse_kl=0.1), row(a, 1, modes=22, reverse_kl=0.3),
+            {**row(a, 2), "final_step": 40, "alarms": "non_finite"}, row("configs/ring/b.yaml", 0)]
+    write_outputs(rows, tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    assert ("| `configs/grid/a.yaml` | 3 | 100 (1 stopped early) | 21 ± 1 (1 of 3 not scored) | "
+            "0.2 ± 0.1 (1 of 3 not scored) | 1/3 | 10 |") in table
+    # A benchmark none of whose runs was scored: its header has as many columns as its other lines.
+    ring = table.split("### ring\n\n")[1].split("\n\n")[0].splitlines()
+    assert ring[0] == "| config | seeds | generator iterations | alarms | seconds per run |"
+    assert {line.count("|") for line in ring} == {6} and len(ring) > 3  # with the published rows
 
 
 @pytest.mark.slow

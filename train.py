@@ -1,6 +1,8 @@
 """Train a GAN: ``python train.py --config configs/quickstart.yaml [--key=value ...]``."""
 
-from lit_gan.cli import main
+import sys
+
+from lit_gan.cli import exit_status, main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main()))

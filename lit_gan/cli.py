@@ -324,7 +324,7 @@ def main(args=None, extra_callbacks=()) -> LitGANCLI:
         # GeneratorCheckpoint has saved last.ckpt and said how to resume; exit as a terminated process does.
         status = 128 + signal.SIGTERM
     else:
-        status = 0
+        status = exit_status(cli)
     finally:
         for logger in cli.trainer.loggers:
             # Only a run that started: touching .experiment would start an empty one (a run stopped while its
@@ -341,9 +341,18 @@ def main(args=None, extra_callbacks=()) -> LitGANCLI:
                         wandb.teardown()
                 except Exception as error:  # e.g. the W&B service already killed with a preempted SLURM job
                     print(f"W&B run not finished cleanly: {type(error).__name__}: {error}", file=sys.stderr)
-    if status:
+    if status and status != DIVERGED:
         sys.exit(status)
-    return cli
+    return cli  # a diverged run too: train.py exits with exit_status(cli), the study reads its rows
+
+
+DIVERGED = 3  # train.py's exit status when the stability monitor found non-finite values (the run failed)
+
+
+def exit_status(cli: LitGANCLI) -> int:
+    """0 for a run that trained to its end (or that the monitor stopped on collapse, as asked), DIVERGED
+    for one that ended in NaN/inf: ``train.py && next`` and a SLURM job must not count it a success."""
+    return DIVERGED if getattr(cli.model, "diverged", None) else 0
 
 
 def train_with_output(argv: list[str], log: str, threads: int, group=None) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import math
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -16,8 +19,8 @@ from lit_gan.cli import main
 from lit_gan.data import GridGaussians, StackedDigits
 from lit_gan.nets import MLPDiscriminator
 from lit_gan.objectives import NonSaturatingGAN
-from lit_gan.wandb_offline import find_run_file, read_run
-from tests.conftest import quiet_args
+from lit_gan.wandb_offline import find_run_file, read_run, records
+from tests.conftest import ROOT, quiet_args
 
 
 class ConstantGenerator(nn.Module):
@@ -223,3 +226,16 @@ def test_divergence_found_after_the_last_iteration_says_the_run_ended_not_stoppe
     )
     assert cli.model.generator_step == 20 and [a["alarm"] for a in alarms] == ["non_finite"]
     assert raised[0].startswith("[lit-gan stability monitor] Training ended: loss/")
+
+
+def test_train_py_exits_with_status_3_when_the_run_diverged(tmp_path):
+    # It exited 0: `train.py && next`, a SLURM job and a W&B sweep counted a NaN run a success.
+    finished = subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/grid/nonsaturating.yaml", "--generator_steps=20",
+         "--model.init_args.lr_d=1e30", "--model.init_args.lr_g=1e30", "--trainer.log_every_n_steps=5",
+         "--evaluation.every_n_generator_steps=100", *quiet_args(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    assert finished.returncode == 3, finished.stderr[-2000:]
+    assert "Training stopped: loss/" in finished.stderr
+    run = next(tmp_path.glob("wandb/offline-run-*"))
+    assert [r.exit.exit_code for r in records(run) if r.WhichOneof("record_type") == "exit"] == [3]

@@ -9,10 +9,11 @@ import torch
 from torch import Tensor
 
 
-def derived_seed(*entropy: int) -> int:
-    """A seed mixed from the non-negative integers ``entropy`` by NumPy's SeedSequence: distinct tuples give
-    unrelated streams, where sums such as ``seed + rank`` meet (rank 1 of seed 0 would replay seed 1)."""
-    return int(np.random.SeedSequence(list(entropy)).generate_state(1, np.uint64)[0]) >> 1  # 63 bits
+def derived_seed(seed: int, *keys: int) -> int:
+    """A seed mixed from ``seed`` and the non-negative integers ``keys`` by NumPy's SeedSequence, the keys as
+    its spawn key: distinct ``(seed, *keys)`` give unrelated streams, where sums such as ``seed + rank`` meet
+    (rank 1 of seed 0 would replay seed 1), and so would a plain entropy list (``(7, 0)`` pads to ``(7,)``)."""
+    return int(np.random.SeedSequence(seed, spawn_key=keys).generate_state(1, np.uint64)[0]) >> 1  # 63 bits
 
 
 def rank_seed(seed: int, rank: int) -> int:

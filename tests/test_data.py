@@ -49,6 +49,16 @@ def test_ddp_ranks_draw_streams_no_other_seed_draws():
     assert not torch.equal(rank1_of_seed0, rank0_of_seed1)
 
 
+def test_derived_seeds_of_distinct_keys_differ():
+    # As a plain entropy list, (7, 0) was padded to (7,), and 3 + 2**32 split into the words (3, 1).
+    from lit_gan.draws import derived_seed
+
+    assert derived_seed(7, 0) != derived_seed(7)
+    assert derived_seed(3, 1) != derived_seed(3 + 2 ** 32)
+    epochs = {derived_seed(seed, epoch) for seed in range(20) for epoch in range(20)}
+    assert len(epochs) == 400 and all(0 <= s < 2 ** 63 for s in epochs)
+
+
 @pytest.mark.parametrize("make, key", [
     (lambda: RingGaussians(std=0), "data.std"), (lambda: GridGaussians(batch_size=0), "data.batch_size"),
     (lambda: RingGaussians(num_modes=1), "data.num_modes"), (lambda: RingGaussians(radius=0), "data.radius"),

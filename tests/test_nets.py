@@ -51,8 +51,8 @@ def test_one_training_step(objective, name, build, resolution, channels):
     assert module.generator_step == 1
     after = list(module.parameters())
     assert all(torch.isfinite(p).all() for p in after)
-    changed = sum(not torch.equal(a, b) for a, b in zip(before, after))
-    assert changed >= len(after) // 2  # both networks moved
+    moved = {name.split(".")[0] for (name, a), b in zip(module.named_parameters(), before) if not torch.equal(a, b)}
+    assert moved == {"generator", "discriminator"}  # both networks (G alone has more tensors than D)
 
 
 @pytest.mark.parametrize("make", [lambda: DCGANGenerator(resolution=30), lambda: DCGANDiscriminator(resolution=12),
@@ -60,6 +60,40 @@ def test_one_training_step(objective, name, build, resolution, channels):
 def test_impossible_resolutions_are_refused_with_the_accepted_sizes(make):
     with pytest.raises(ValueError, match=r"resolution=\d+ is not valid: expected an image size"):
         make()
+
+
+@pytest.mark.parametrize("make, key", [
+    (lambda: DCGANGenerator(latent_dim=0), "DCGANGenerator.latent_dim=0"),  # trained: every sample identical
+    (lambda: DCGANDiscriminator(channels=0), "DCGANDiscriminator.channels=0"),
+    (lambda: ResNetGenerator(width=0), "ResNetGenerator.width=0"),
+    (lambda: MLPDiscriminator(activation="maxout", maxout_pieces=0), "MLPDiscriminator.maxout_pieces=0"),
+], ids=["dcgan_latent_dim", "dcgan_channels", "resnet_width", "maxout_pieces"])
+def test_network_sizes_below_one_are_refused(make, key):
+    with pytest.raises(ValueError, match=rf"{key} is not valid: expected an integer >= 1"):
+        make()
+
+
+@pytest.mark.parametrize("build, scale", [
+    (lambda: (DCGANGenerator(resolution=16, channels=1), DCGANDiscriminator(resolution=16, channels=1)), "dcgan"),
+    (lambda: (ResNetGenerator(resolution=16, width=32), ResNetDiscriminator(resolution=16, width=32,
+                                                                           spectral_norm=False)), "sngan"),
+], ids=["dcgan", "sngan_resnet"])
+def test_image_networks_start_from_their_papers_initialisation(build, scale):
+    import math
+
+    torch.manual_seed(0)
+    for network in build():
+        for name, layer in network.named_modules():
+            if isinstance(layer, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
+                weight = layer.weight.detach()
+                if scale == "dcgan":  # N(0, 0.02) (Radford et al. 2015)
+                    assert abs(weight.std().item() - 0.02) < 0.004, name
+                else:  # Glorot uniform, gain sqrt(2) in residual branches (SNGAN's code)
+                    fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(weight)
+                    gain = math.sqrt(2) if "residual" in name else 1.0
+                    bound = gain * math.sqrt(6 / (fan_in + fan_out))
+                    assert weight.abs().max().item() <= bound and weight.abs().max().item() > 0.9 * bound, name
+                assert layer.bias is None or not layer.bias.any(), name
 
 
 def test_resnet_discriminator_is_spectrally_normalised_by_default():

@@ -361,3 +361,23 @@ def test_instance_noise_over_a_run_of_unknown_length_is_refused(tmp_path):
                                           r"or a run of known length"):
         trainer.fit(module, GridGaussians(batch_size=16, seed=0))
     fit(small_module(instance_noise=0.1), 2, tmp_path)  # with max_steps it anneals over them
+
+
+def test_a_minibatch_layer_inside_another_is_refused():
+    # The outer layer read the inner D's features only: the inner batch features were dropped and T never trained.
+    from lit_gan.nets import MinibatchDiscrimination, MinibatchStdDev
+
+    with pytest.raises(ConfigError, match=r"MinibatchStdDev.discriminator='MinibatchDiscrimination' is not valid: "
+                                          r"expected a discriminator without a minibatch layer of its own"):
+        MinibatchStdDev(MinibatchDiscrimination(MLPDiscriminator(width=16, depth=2)))
+
+
+def test_minibatch_stddev_of_a_collapsed_float16_batch_has_finite_gradients():
+    # In float16 the 1e-8 under the square root is 0: identical samples gave sqrt(0) and NaN gradients.
+    from lit_gan.nets import MinibatchStdDev
+
+    layer = MinibatchStdDev(MLPDiscriminator(width=16, depth=2), group_size=4)
+    features = torch.ones(8, 16, dtype=torch.float16, requires_grad=True)
+    out = layer.batch_features(features)
+    out.sum().backward()
+    assert out.dtype == torch.float16 and torch.isfinite(features.grad).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from lit_gan.errors import require
-from lit_gan.nets.layers import FeatureDiscriminator, with_spectral_norm
+from lit_gan.nets.layers import FeatureDiscriminator, dcgan_init, require_sizes, with_spectral_norm
 
 
 def stages(resolution: int, key: str) -> tuple[int, int]:
@@ -23,13 +23,14 @@ class DCGANGenerator(nn.Module):
     """Project z to ``base x base`` features, then ``n`` stride-2 transposed convolutions up to ``resolution``.
 
     Batch norm and ReLU after every layer but the last, which has tanh
-    (Radford et al. 2015, Sec. 3). Channels halve at each upsampling, from
+    (Radford et al. 2015, Sec. 3); weights initialised as in the paper (:func:`dcgan_init`). Channels halve at each upsampling, from
     ``width * 2^(n-1)`` down to ``width``, then ``channels`` image planes.
     """
 
     def __init__(self, latent_dim: int = 100, resolution: int = 32, channels: int = 3, width: int = 64,
                  batch_norm: bool = True):
         super().__init__()
+        require_sizes("DCGANGenerator", latent_dim=latent_dim, channels=channels, width=width)
         base, n = stages(resolution, "DCGANGenerator.resolution")
         self.latent_dim = latent_dim
         self.output_shape = (channels, resolution, resolution)
@@ -46,6 +47,7 @@ class DCGANGenerator(nn.Module):
             features //= 2
         layers += [nn.ConvTranspose2d(features, channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
+        dcgan_init(self)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(self.project(z))
@@ -57,13 +59,14 @@ class DCGANDiscriminator(FeatureDiscriminator):
     Channels double from ``width``. Batch norm (not on the first layer, as in
     DCGAN) is off by default: WGAN-GP's penalty is per-sample and batch norm
     couples samples (Gulrajani et al. 2017, Sec. 4); ``spectral_norm`` puts
-    spectral normalisation (Miyato et al. 2018) on every layer. (This is a DCGAN
+    spectral normalisation (Miyato et al. 2018) on every layer; weights from N(0, 0.02). (This is a DCGAN
     discriminator with spectral norm, not SNGAN's 7-layer "standard CNN".)
     """
 
     def __init__(self, resolution: int = 32, channels: int = 3, width: int = 64, batch_norm: bool = False,
                  spectral_norm: bool = False):
         super().__init__()
+        require_sizes("DCGANDiscriminator", channels=channels, width=width)
         base, n = stages(resolution, "DCGANDiscriminator.resolution")
         self.input_shape = (channels, resolution, resolution)
         layers: list[nn.Module] = []
@@ -78,6 +81,7 @@ class DCGANDiscriminator(FeatureDiscriminator):
         self.body = nn.Sequential(*layers)
         self.feature_dim = features_in * base * base
         self.head = nn.Linear(self.feature_dim, 1)
+        dcgan_init(self)
         if spectral_norm:
             with_spectral_norm(self)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -29,8 +31,14 @@ ACTIVATIONS = {
 
 
 def make_activation(name: str) -> nn.Module:
-    require(name in ACTIVATIONS, "activation", name, f"one of {sorted(ACTIVATIONS)}")
+    require(name in ACTIVATIONS, "MLPDiscriminator.activation", name, f"one of {sorted([*ACTIVATIONS, 'maxout'])}")
     return ACTIVATIONS[name]()
+
+
+def require_sizes(owner: str, **sizes: int) -> None:
+    """Refuse a network size (``latent_dim``, ``channels``, ``width``) below 1, naming ``owner.key``."""
+    for key, value in sizes.items():
+        require(isinstance(value, int) and value >= 1, f"{owner}.{key}", value, "an integer >= 1")
 
 
 class FeatureDiscriminator(nn.Module):
@@ -56,4 +64,33 @@ def with_spectral_norm(module: nn.Module) -> nn.Module:
     for child in list(module.modules()):
         if isinstance(child, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
             spectral_norm(child)
+    return module
+
+
+def dcgan_init(module: nn.Module) -> nn.Module:
+    """DCGAN's initialisation (Radford et al. 2015, Sec. 4): every conv and linear weight from N(0, 0.02),
+    batch-norm scales from N(1, 0.02) (as PyTorch's DCGAN example), biases 0. Call before spectral norm."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(layer.weight, 0.0, 0.02)
+        elif isinstance(layer, nn.BatchNorm2d):
+            nn.init.normal_(layer.weight, 1.0, 0.02)
+        else:
+            continue
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+    return module
+
+
+def sngan_init(module: nn.Module) -> nn.Module:
+    """SNGAN's ResNet initialisation (Miyato et al. 2018, their released code): Glorot-uniform weights, with
+    gain sqrt(2) for the 3x3 convolutions inside residual branches and 1 elsewhere (1x1 shortcuts, the
+    linear layers, G's output convolution), biases 0. Call before spectral norm."""
+    residual = {id(layer) for branch in module.modules() if hasattr(branch, "residual")
+                for layer in branch.residual.modules()}
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(layer.weight, math.sqrt(2) if id(layer) in residual else 1.0)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
     return module

@@ -79,6 +79,12 @@ class _FeatureLayer(FeatureDiscriminator):
     def __init__(self, discriminator: nn.Module, extra_features: int):
         super().__init__()
         _require_feature_discriminator(discriminator, type(self).__name__)
+        # features() reads the inner D's features only: an inner layer's batch features would be dropped
+        # (and its parameters never trained), so one minibatch layer per discriminator.
+        nested = [type(m).__name__ for m in discriminator.modules() if isinstance(m, _FeatureLayer)]
+        require(not nested, f"{type(self).__name__}.discriminator", type(discriminator).__name__,
+                f"a discriminator without a minibatch layer of its own (it holds {nested[0] if nested else ''}); "
+                "use one of MinibatchDiscrimination and MinibatchStdDev")
         self.discriminator = discriminator
         self.input_shape = getattr(discriminator, "input_shape", None)
         self.feature_dim = discriminator.feature_dim
@@ -150,9 +156,11 @@ class MinibatchStdDev(_FeatureLayer):
         n = features.shape[0]
         group = min(self.group_size, n)
         if n % group:
-            raise ConfigError(f"batch of {n} samples is not valid: expected a multiple of "
-                              f"MinibatchStdDev.group_size={group} (set data.batch_size accordingly)")
-        # ProGAN's grouping: sample i is in group i mod (n / group).
-        grouped = features.view(group, n // group, -1)
+            raise ConfigError(f"batch of {n} samples is not valid: expected a multiple of MinibatchStdDev.group_size="
+                              f"{group} (data.batch_size must be a multiple of group_size, or of pack x group_size "
+                              "where Packed feeds this D packs of samples)")
+        # ProGAN's grouping: sample i is in group i mod (n / group). In float32: under float16 the 1e-8 is 0,
+        # and a collapsed group's sqrt(0) has an infinite gradient (NaN once multiplied by 0).
+        grouped = features.float().view(group, n // group, -1)
         std = (grouped.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=1)  # (n / group,)
-        return std.repeat(group).unsqueeze(1)
+        return std.repeat(group).unsqueeze(1).to(features.dtype)

@@ -67,6 +67,8 @@ class MLPDiscriminator(FeatureDiscriminator):
     ):
         super().__init__()
         require(width >= 1 and depth >= 1, "MLPDiscriminator.width/depth", (width, depth), "integers >= 1")
+        require(activation != "maxout" or maxout_pieces >= 1, "MLPDiscriminator.maxout_pieces", maxout_pieces,
+                "an integer >= 1")
         self.input_shape = tuple(input_shape)
         layers: list[nn.Module] = [nn.Flatten()]
         features = math.prod(self.input_shape)

@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from lit_gan.errors import require
 from lit_gan.nets.dcgan import stages
-from lit_gan.nets.layers import FeatureDiscriminator, with_spectral_norm
+from lit_gan.nets.layers import FeatureDiscriminator, require_sizes, sngan_init, with_spectral_norm
 
 
 def resnet_stages(resolution: int, key: str) -> int:
@@ -55,16 +55,19 @@ class DownBlock(nn.Module):
 
 
 class ResNetGenerator(nn.Module):
-    """z -> linear to 4x4 -> ``n`` up-blocks -> BN-ReLU-conv3-tanh (256 channels and 32 px in the paper)."""
+    """z -> linear to 4x4 -> ``n`` up-blocks -> BN-ReLU-conv3-tanh (256 channels and 32 px in the paper);
+    weights initialised as SNGAN's code does (:func:`~lit_gan.nets.layers.sngan_init`)."""
 
     def __init__(self, latent_dim: int = 128, resolution: int = 32, channels: int = 3, width: int = 256):
         super().__init__()
+        require_sizes("ResNetGenerator", latent_dim=latent_dim, channels=channels, width=width)
         n = resnet_stages(resolution, "ResNetGenerator.resolution")
         self.latent_dim = latent_dim
         self.output_shape = (channels, resolution, resolution)
         self.project = nn.Sequential(nn.Linear(latent_dim, width * 16), nn.Unflatten(1, (width, 4, 4)))
         self.blocks = nn.Sequential(*[UpBlock(width) for _ in range(n)])
         self.out = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(), nn.Conv2d(width, channels, 3, 1, 1), nn.Tanh())
+        sngan_init(self)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.out(self.blocks(self.project(z)))
@@ -73,11 +76,12 @@ class ResNetGenerator(nn.Module):
 class ResNetDiscriminator(FeatureDiscriminator):
     """Down-blocks to 8x8 (first one optimised), two more blocks, ReLU, global sum pooling, linear.
 
-    Spectral norm on every layer by default, as in SNGAN.
+    Spectral norm on every layer by default, as in SNGAN; weights initialised as SNGAN's code does.
     """
 
     def __init__(self, resolution: int = 32, channels: int = 3, width: int = 128, spectral_norm: bool = True):
         super().__init__()
+        require_sizes("ResNetDiscriminator", channels=channels, width=width)
         n = resnet_stages(resolution, "ResNetDiscriminator.resolution")
         self.input_shape = (channels, resolution, resolution)
         downs = max(n - 1, 1)  # 32 px: two downsampling blocks to 8x8, as in the paper
@@ -87,6 +91,7 @@ class ResNetDiscriminator(FeatureDiscriminator):
         self.blocks = nn.Sequential(*blocks)
         self.feature_dim = width
         self.head = nn.Linear(width, 1)
+        sngan_init(self)
         if spectral_norm:
             with_spectral_norm(self)
 

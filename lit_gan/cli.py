@@ -15,6 +15,7 @@ import torch
 import yaml
 from jsonargparse.typing import PositiveInt
 from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -150,10 +151,10 @@ class LitGANCLI(LightningCLI):
                               "(generator iterations between logged losses)")
         n_critic = config.model.init_args.get("n_critic", 1)
         config.trainer.max_steps = optimizer_steps(config.generator_steps, n_critic)
-        LIGHTNING_MESSAGES.generator_steps = config.generator_steps
         accelerator = config.trainer.accelerator
-        gpu = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
-        if accelerator in ("gpu", "cuda") and not gpu:  # Lightning: "No supported gpu backend found!"
+        # Lightning's checks (NVML-based: torch.cuda.is_available() here would break fork-started DDP later).
+        if accelerator in ("gpu", "cuda") and not (
+                CUDAAccelerator.is_available() or (accelerator == "gpu" and MPSAccelerator.is_available())):
             self.parser.error(f"trainer.accelerator={accelerator} is not valid: expected cpu or auto on this machine, "
                               "which has no GPU that torch can use (for DDP on CPU processes add "
                               "--config configs/trainer/ddp_cpu.yaml instead of ddp.yaml)")
@@ -224,15 +225,19 @@ class LitGANCLI(LightningCLI):
         callbacks.extend(self.extra_callbacks)
         try:
             trainer = super()._instantiate_trainer(config, callbacks)
-        except MisconfigurationException as error:  # e.g. more devices than the machine has
+        except (MisconfigurationException, ValueError) as error:  # more devices than the machine has, DDP on MPS ...
             self.parser.error(f"trainer: {error}")
         strategy = trainer.strategy
+        ddp = f"trainer.devices={config.get('devices')} with trainer.strategy={config.get('strategy')} is not valid"
         if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):
             # Lightning picks this for devices > 1; it fails at the first update (D's step leaves G's weights unused).
             self.parser.error(
-                f"trainer.devices={config.get('devices')} with trainer.strategy={config.get('strategy')} is not valid: "
-                "expected a DDP strategy that finds unused parameters (each of D's and G's updates uses one network); "
-                "add --config configs/trainer/ddp_cpu.yaml (CPU processes) or configs/trainer/ddp.yaml (GPUs)")
+                f"{ddp}: expected a DDP strategy that finds unused parameters (each of D's and G's updates uses one "
+                "network); add --config configs/trainer/ddp_cpu.yaml (CPU processes) or configs/trainer/ddp.yaml (GPUs)")
+        if isinstance(strategy, DDPStrategy) and getattr(strategy, "_start_method", "popen") != "popen":
+            # Spawned or forked workers train copies: the run's verdict, scores and report never reach this process.
+            self.parser.error(f"{ddp}: expected DDP started as processes of their own (start_method popen, as "
+                              "configs/trainer/ddp*.yaml do), not spawned or forked workers")
         return trainer
 
 
@@ -310,6 +315,7 @@ def main(args=None, extra_callbacks=()) -> LitGANCLI:
     cli = LitGANCLI(args=args, extra_callbacks=extra_callbacks)
     check_own_run_directory(cli)
     status = 1  # an exception none of the handlers below takes
+    LIGHTNING_MESSAGES.generator_steps = cli.config.generator_steps  # for this fit only
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
         if cli.trainer.is_global_zero:
@@ -324,8 +330,9 @@ def main(args=None, extra_callbacks=()) -> LitGANCLI:
         # GeneratorCheckpoint has saved last.ckpt and said how to resume; exit as a terminated process does.
         status = 128 + signal.SIGTERM
     else:
-        status = exit_status(cli)
+        status = DIVERGED if getattr(cli.model, "diverged", None) else 0  # (the W&B run's; train.py: exit_status)
     finally:
+        LIGHTNING_MESSAGES.generator_steps = None
         for logger in cli.trainer.loggers:
             # Only a run that started: touching .experiment would start an empty one (a run stopped while its
             # data was prepared). A run that failed is finished as failed, with the process's exit status.
@@ -351,8 +358,15 @@ DIVERGED = 3  # train.py's exit status when the stability monitor found non-fini
 
 def exit_status(cli: LitGANCLI) -> int:
     """0 for a run that trained to its end (or that the monitor stopped on collapse, as asked), DIVERGED
-    for one that ended in NaN/inf: ``train.py && next`` and a SLURM job must not count it a success."""
-    return DIVERGED if getattr(cli.model, "diverged", None) else 0
+    for one that ended in NaN/inf: ``train.py && next`` and a SLURM job must not count it a success.
+
+    Under a W&B sweep agent (``WANDB_SWEEP_ID`` set) a diverged run exits 0 too: the agent takes a few
+    non-zero exits for a broken command and stops itself, and a sweep over unstable settings diverges often.
+    Its W&B run is finished as failed either way, which the sweep's search reads.
+    """
+    if not getattr(cli.model, "diverged", None) or os.environ.get("WANDB_SWEEP_ID"):
+        return 0
+    return DIVERGED
 
 
 def train_with_output(argv: list[str], log: str, threads: int, group=None) -> None:

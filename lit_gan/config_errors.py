@@ -48,6 +48,7 @@ def _did_you_mean(word: str, options: list[str]) -> str:
 
 
 WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null",
+         "tuple": "a list, e.g. [a, b]", "list": "a list, e.g. [a, b]",
          # jsonargparse.typing's constrained numbers
          "PositiveInt": "an integer >= 1", "NonNegativeInt": "an integer >= 0", "PositiveFloat": "a number > 0",
          "NonNegativeFloat": "a number >= 0", "ClosedUnitInterval": "a number from 0 to 1",
@@ -123,12 +124,6 @@ def concise(message: str) -> str:
     no_module = re.search(r"No module named '([\w.]+)'", message)
     if no_module and classes:
         return f"{dotted}={classes[-1]} is not valid: expected an importable class path (no module {no_module.group(1)})"
-    indexed = re.search(r"NestedArg\(key='((\w+)\.\d+(?:\.[\w.]*)?)', val='(.*)'\)", message)
-    if indexed:  # --model.init_args.penalties.0.init_args.weight=2
-        key, name, value = indexed.groups()
-        head = f"{keys[0]}.init_args"  # the key is relative to the outermost block
-        return (f"{head}.{key}={value} is not valid: expected the whole list, not one item by its index "
-                f"(--{head}.{name}='[...]' as --print_config shows it), or an item to append (--{head}.{name}+=ITEM)")
     path = re.search(r"Unexpected import path format: (.*)", message)
     if path and re.search(r"[/\\]|\.(ya?ml|json)$", path.group(1).strip()):  # a misspelt file of a block
         return f"{dotted}={path.group(1).strip()} is not valid: expected an existing config file or a class path"
@@ -155,6 +150,16 @@ class ConciseParser(LightningArgumentParser):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+    def parse_args(self, args=None, *rest, **kwargs):
+        for token in sys.argv[1:] if args is None else args if isinstance(args, (list, tuple)) else ():
+            indexed = re.fullmatch(r"--(([\w.]+?)\.\d+(?:\.[\w.]+)?)(?:=(.*))?", str(token), re.S)
+            if indexed:  # jsonargparse turns betas_d.0=0.1 into betas_d=[0.0, 0.1], and fails on list items
+                key, name, value = indexed.groups()
+                self.error(f"{key}={value if value is not None else '...'} is not valid: expected the whole list, not "
+                           f"one item by its index (--{name}='[...]' as --print_config shows it), or an item to append "
+                           f"(--{name}+=ITEM)")
+        return super().parse_args(args, *rest, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
         if not self.exit_on_error:

@@ -340,13 +340,14 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
     }
 
 
-def mean_and_error(values: list[float]) -> str:
-    """``mean ± standard error`` (sample standard deviation / sqrt(n)); just the mean for one value. NaN values
-    (a score with nothing to score, e.g. ``reverse_kl_hq`` of a run without high-quality samples, or every score
-    of a run whose last samples were non-finite) are left out and counted, instead of turning the whole cell
-    into ``nan ± nan``."""
-    defined = [v for v in values if not math.isnan(v)]
-    missing = f" ({len(values) - len(defined)} of {len(values)} not scored)" if len(defined) < len(values) else ""
+def mean_and_error(values: list[float | None]) -> str:
+    """``mean ± standard error`` (sample standard deviation / sqrt(n)); just the mean for one value. A NaN (a
+    score with nothing to score: ``reverse_kl_hq`` of a run without high-quality samples) and a None (a seed
+    whose last evaluation had non-finite samples, so no scores) are left out and counted, "(k of n NaN)",
+    "(k of n not scored)", instead of turning the whole cell into ``nan ± nan`` or a blank."""
+    defined = [v for v in values if v is not None and not math.isnan(v)]
+    counts = {"NaN": sum(v is not None and math.isnan(v) for v in values), "not scored": values.count(None)}
+    missing = "".join(f" ({k} of {len(values)} {what})" for what, k in counts.items() if k)
     n = len(defined)
     if n == 0:
         return f"NaN{missing}"
@@ -407,8 +408,10 @@ def write_outputs(rows: list[dict], out: Path) -> list[Path]:
         lines += [f"### {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for config in dict.fromkeys(r["config"] for r in bench):
             group = [r for r in bench if r["config"] == config]
-            # A seed without a score (its last evaluation had non-finite samples) counts as not scored, alone.
-            cells = "".join(f"{mean_and_error([r.get(k, math.nan) for r in group])} | " for k in columns)
+            # A seed without a score (its last evaluation had non-finite samples) counts as not scored, alone;
+            # a score no seed of this config logs (eval_ema/ without an EMA) is a blank.
+            cells = "".join(f"{mean_and_error([r.get(k) for r in group]) if any(k in r for r in group) else ''} | "
+                            for k in columns)
             alarms = sum(bool(r.get("alarms")) for r in group)
             short = sum(r.get("final_step", r["generator_steps"]) < r["generator_steps"] for r in group)
             length = f"{group[0]['generator_steps']:.0f}" + (f" ({short} stopped early)" if short else "")

@@ -20,10 +20,14 @@ from tests.conftest import quiet_args
      "model.init_args.penalties.0.init_args.weight=2 is not valid: expected the whole list, not one item by its "
      "index (--model.init_args.penalties='[...]' as --print_config shows it), or an item to append "
      "(--model.init_args.penalties+=ITEM)"),
+    ("--model.init_args.betas_d.0=0.1",  # jsonargparse made betas_d [0.0, 0.1] of it, silently
+     "model.init_args.betas_d.0=0.1 is not valid: expected the whole list, not one item by its index "
+     "(--model.init_args.betas_d='[...]' as --print_config shows it), or an item to append "
+     "(--model.init_args.betas_d+=ITEM)"),
     ("--data=configs/data/gird.yaml",
      "data=configs/data/gird.yaml is not valid: expected an existing config file or a class path"),
 ], ids=["optional_in_a_class", "optional_literal", "optional_int", "union", "trainer_optional", "positive_int",
-        "list_item_by_index", "misspelt_block_file"])
+        "list_item_by_index", "tuple_item_by_index", "misspelt_block_file"])
 def test_a_wrong_value_fails_in_one_sentence(capsys, tmp_path, override, expected):
     # quiet_args keep a run small should the override ever be accepted; the override comes last, so it wins.
     with pytest.raises(SystemExit) as exit_info:

@@ -115,6 +115,8 @@ def test_the_scores_to_compute_are_chosen_by_name(tmp_path):
         ImageFolder(str(tmp_path), scores=["fid", "is"])
     with pytest.raises(ValueError, match=r"data.scores=\[\] is not valid"):
         ImageFolder(str(tmp_path), scores=[])
+    with pytest.raises(ValueError, match=r"data.scores=\['fid', 'fid'\] is not valid: .* each once"):
+        ImageFolder(str(tmp_path), scores=["fid", "fid"])
     assert ImageFolder(str(tmp_path), scores=["kid", "prc"]).metric_goals == {
         "kid": "minimize", "precision": "maximize", "recall": "maximize"}
 

@@ -228,14 +228,19 @@ def test_divergence_found_after_the_last_iteration_says_the_run_ended_not_stoppe
     assert raised[0].startswith("[lit-gan stability monitor] Training ended: loss/")
 
 
-def test_train_py_exits_with_status_3_when_the_run_diverged(tmp_path):
-    # It exited 0: `train.py && next`, a SLURM job and a W&B sweep counted a NaN run a success.
+@pytest.mark.parametrize("sweep", [False, True], ids=["alone", "under_a_sweep_agent"])
+def test_train_py_exits_with_status_3_when_the_run_diverged(tmp_path, sweep):
+    # It exited 0: `train.py && next` and a SLURM job counted a NaN run a success. Under a sweep agent it exits
+    # 0 (the agent stops itself after a few non-zero exits), and its W&B run is failed either way.
+    environment = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    if sweep:
+        environment["WANDB_SWEEP_ID"] = "abc123"
     finished = subprocess.run(
         [sys.executable, "train.py", "--config", "configs/grid/nonsaturating.yaml", "--generator_steps=20",
          "--model.init_args.lr_d=1e30", "--model.init_args.lr_g=1e30", "--trainer.log_every_n_steps=5",
          "--evaluation.every_n_generator_steps=100", *quiet_args(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
-    assert finished.returncode == 3, finished.stderr[-2000:]
+        cwd=ROOT, capture_output=True, text=True, env=environment)
+    assert finished.returncode == (0 if sweep else 3), finished.stderr[-2000:]
     assert "Training stopped: loss/" in finished.stderr
     run = next(tmp_path.glob("wandb/offline-run-*"))
     assert [r.exit.exit_code for r in records(run) if r.WhichOneof("record_type") == "exit"] == [3]

@@ -337,9 +337,10 @@ def test_coverage_plot_takes_a_seed_whose_evaluation_has_no_scores(tmp_path):
 def test_a_seed_without_a_score_is_counted_not_spread_over_the_cell():
     # reverse_kl_hq is NaN for a run without high-quality samples; the cell read "nan ± nan" for the whole config.
     nan = float("nan")
-    assert mean_and_error([1.0, nan, 3.0]) == "2 ± 1 (1 of 3 not scored)"
-    assert mean_and_error([nan, 0.5]) == "0.5 (1 of 2 not scored)"
-    assert mean_and_error([nan, nan]) == "NaN (2 of 2 not scored)"
+    assert mean_and_error([1.0, nan, 3.0]) == "2 ± 1 (1 of 3 NaN)"
+    assert mean_and_error([nan, 0.5]) == "0.5 (1 of 2 NaN)"
+    assert mean_and_error([nan, nan]) == "NaN (2 of 2 NaN)"
+    assert mean_and_error([1.0, None, nan]) == "1 (1 of 3 NaN) (1 of 3 not scored)"
     assert mean_and_error([1.0, 3.0]) == "2 ± 1"
 
 
@@ -361,11 +362,13 @@ def test_a_seed_without_scores_leaves_the_other_seeds_scores(tmp_path):
     # Seed 2's last evaluation had non-finite samples: only its generator_step, no scores.
     a = "configs/grid/a.yaml"
     rows = [row(a, 0, modes=20, reverse_kl=0.1), row(a, 1, modes=22, reverse_kl=0.3),
-            {**row(a, 2), "final_step": 40, "alarms": "non_finite"}, row("configs/ring/b.yaml", 0)]
+            {**row(a, 2), "final_step": 40, "alarms": "non_finite"}, row("configs/ring/b.yaml", 0),
+            row("configs/grid/c.yaml", 0, modes=25)]  # c logs no reverse_kl at all: a blank, not "not scored"
     write_outputs(rows, tmp_path)
     table = (tmp_path / "table.md").read_text()
     assert ("| `configs/grid/a.yaml` | 3 | 100 (1 stopped early) | 21 ± 1 (1 of 3 not scored) | "
             "0.2 ± 0.1 (1 of 3 not scored) | 1/3 | 10 |") in table
+    assert "| `configs/grid/c.yaml` | 1 | 100 | 25 |  | 0/1 | 10 |" in table
     # A benchmark none of whose runs was scored: its header has as many columns as its other lines.
     ring = table.split("### ring\n\n")[1].split("\n\n")[0].splitlines()
     assert ring[0] == "| config | seeds | generator iterations | alarms | seconds per run |"

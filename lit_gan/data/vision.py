@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from lit_gan.data.digits import ImageDataModule
 from lit_gan.errors import ConfigError, require
 from lit_gan.files import write_atomically
-from lit_gan.metrics.fidelity import FidelityMetrics, score_switches
+from lit_gan.metrics.fidelity import SCORES, FidelityMetrics, Score, score_switches
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -87,7 +87,7 @@ class InceptionScoredImages(ImageDataModule):
     (precision/recall) to compute at each evaluation."""
 
     def __init__(self, batch_size: int, num_workers: int, seed: int, inception_weights: Optional[str],
-                 scores: Sequence[str]):
+                 scores: tuple[Score, ...]):
         super().__init__(batch_size, num_workers, seed)
         self.inception_weights = inception_weights
         self.score_switches = score_switches(scores)
@@ -115,7 +115,7 @@ class TorchvisionImages(InceptionScoredImages):
                  split: Literal["train", "test"] = "train", resolution: Optional[int] = None, download: bool = False,
                  batch_size: int = 64, num_workers: int = 4, seed: int = 0,
                  inception_weights: Optional[str] = None, fid_split: Optional[Literal["train", "test"]] = None,
-                 scores: Sequence[str] = ("fid", "kid", "isc", "prc")):
+                 scores: tuple[Score, ...] = SCORES):
         super().__init__(batch_size, num_workers, seed, inception_weights, scores)
         require(fid_split in (None, "train", "test"), "data.fid_split", fid_split, "null (the split), 'train' or 'test'")
         self.fid_split = fid_split or split
@@ -216,7 +216,7 @@ class ImageFolder(InceptionScoredImages):
 
     def __init__(self, root: str, resolution: int = 64, channels: Literal[1, 3] = 3, batch_size: int = 64,
                  num_workers: int = 4, seed: int = 0, inception_weights: Optional[str] = None,
-                 bad_files: Literal["skip", "fail"] = "skip", scores: Sequence[str] = ("fid", "kid", "isc", "prc")):
+                 bad_files: Literal["skip", "fail"] = "skip", scores: tuple[Score, ...] = SCORES):
         super().__init__(batch_size, num_workers, seed, inception_weights, scores)
         require(resolution >= 1, "data.resolution", resolution, "an image size >= 1")
         require(bad_files in ("skip", "fail"), "data.bad_files", bad_files, "'skip' or 'fail'")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor, nn
@@ -32,13 +32,16 @@ PRC_NEIGHBOURS = 3  # k of the k-NN radii of precision/recall (Kynkäänniemi et
 
 # The switches of torch-fidelity's scores (data.scores) and the keys each logs under eval/.
 SCORE_KEYS = {"fid": ("fid",), "kid": ("kid",), "isc": ("inception_score",), "prc": ("precision", "recall")}
+Score = Literal["fid", "kid", "isc", "prc"]
+SCORES = tuple(SCORE_KEYS)  # all of them, the default
 
 
 def score_switches(scores) -> dict[str, bool]:
     """``data.scores`` (e.g. ``[fid, kid]``) as FidelityMetrics' switches, refused when empty or unknown."""
     scores = list(scores) if isinstance(scores, (list, tuple)) else scores
-    require(isinstance(scores, list) and len(scores) > 0 and set(scores) <= set(SCORE_KEYS), "data.scores", scores,
-            f"a non-empty list of {', '.join(SCORE_KEYS)} (FID, KID, Inception Score, precision/recall)")
+    require(isinstance(scores, list) and len(scores) > 0 and set(scores) <= set(SCORE_KEYS)
+            and len(set(scores)) == len(scores), "data.scores", scores,
+            f"a non-empty list of {', '.join(SCORE_KEYS)} (FID, KID, Inception Score, precision/recall), each once")
     return {name: name in scores for name in SCORE_KEYS}
 
 

@@ -48,18 +48,20 @@ class ModeCoverage(Metric):
         self.add_state("high_quality_counts", torch.zeros(num_modes, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, samples: Tensor) -> None:
-        samples = samples.flatten(1).double()  # (a DDP rank's share may hold no sample)
+        # On the CPU (a few thousand 2-D points; Apple GPUs have no float64). A DDP share may hold no sample.
+        samples = samples.detach().flatten(1).cpu().double()
         bad = int((~torch.isfinite(samples).all(dim=1)).sum())
         if bad:  # a NaN's nearest mode would be the first one: refuse rather than count it there
             raise ValueError(f"ModeCoverage.update: {bad} of {len(samples)} samples are not finite (NaN or inf); "
                              "expected finite samples")
         # Exact differences in float64: cdist's default matrix-product route (|x|^2 + |c|^2 - 2x.c, taken for
         # batches over 25, and in TF32 on GPUs that allow it) loses the small distances the 3-std test reads.
-        distances, nearest = torch.cdist(samples, self.centers.double(),
+        distances, nearest = torch.cdist(samples, self.centers.cpu().double(),
                                          compute_mode="donot_use_mm_for_euclid_dist").min(dim=1)
         num_modes = self.centers.shape[0]
-        self.nearest_counts += torch.bincount(nearest, minlength=num_modes)
-        self.high_quality_counts += torch.bincount(nearest[distances <= self.radius], minlength=num_modes)
+        device = self.nearest_counts.device
+        self.nearest_counts += torch.bincount(nearest, minlength=num_modes).to(device)
+        self.high_quality_counts += torch.bincount(nearest[distances <= self.radius], minlength=num_modes).to(device)
 
     def compute(self) -> dict[str, Tensor]:
         total = self.nearest_counts.sum()
@@ -73,7 +75,8 @@ class ModeCoverage(Metric):
 
 def kl_to_uniform(counts: Tensor) -> Tensor:
     """``KL(p || uniform)`` of the histogram ``counts`` (``log K - H(p)``); NaN for an empty one."""
+    device, counts = counts.device, counts.cpu()  # in float64, which Apple GPUs lack
     total = counts.sum()
     p = counts.double() / total
     kl = torch.where(p > 0, p * torch.log(p * p.numel()), torch.zeros_like(p)).sum()
-    return torch.where(total > 0, kl, torch.nan).float()
+    return torch.where(total > 0, kl, torch.nan).float().to(device)

@@ -43,6 +43,19 @@ def test_resuming_from_a_mid_run_checkpoint_reproduces_the_uninterrupted_run(tmp
     assert json.dumps(history) == json.dumps(history_before)  # same scores at every evaluation (NaN equal to NaN)
 
 
+def test_a_run_resumed_mid_epoch_counts_generator_iterations_from_where_it_stands(tmp_path, capsys):
+    # Lightning calls no on_train_epoch_start for an epoch it resumes mid-way: its own bar showed "Training: 7/?".
+    first = main(["--config", "configs/grid/nonsaturating.yaml", "--generator_steps=6", *quiet_args(tmp_path),
+                  "--checkpoint.every_n_generator_steps=3"])
+    midway = run_directory(first.trainer) / "checkpoints" / "generator_step=0000003.ckpt"
+    capsys.readouterr()
+    resumed = main(["--config", "configs/grid/nonsaturating.yaml", "--generator_steps=6", *quiet_args(tmp_path),
+                    "--trainer.enable_progress_bar=true", f"--ckpt_path={midway}"])
+    bar = resumed.trainer.progress_bar_callback.train_progress_bar
+    assert (bar.desc, bar.initial, bar.n, bar.total) == ("Generator iterations: ", 3, 6, 6)
+    assert "Generator iterations:  50%" in capsys.readouterr().out
+
+
 def test_resuming_without_the_saved_state_would_differ(tmp_path):
     """The comparison above can fail: a restart from the same weights but fresh random state diverges."""
     first = main([*ARGS, *quiet_args(tmp_path)])

@@ -14,9 +14,18 @@ class GeneratorProgressBar(TQDMProgressBar):
 
     shown_values: dict | None = None  # the module's logged_values now in the bar's postfix
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        # A run resumed mid-epoch gets no on_train_epoch_start before its first batch: Lightning's bar, "66/?".
+        self.start_bar(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch > 0 and self.train_progress_bar.total is not None:
             return  # one bar across epochs: the clock does not restart
+        self.start_bar(trainer, pl_module)
+
+    def start_bar(self, trainer, pl_module) -> None:
+        """The bar counts the run's generator iterations, from where the run stands."""
         per_iteration = optimizer_steps(1, pl_module.n_critic)
         total = trainer.max_steps // per_iteration if trainer.max_steps > 0 else None
         self.train_progress_bar.reset(total=total)

@@ -408,10 +408,11 @@ def write_outputs(rows: list[dict], out: Path) -> list[Path]:
         lines += [f"### {name}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for config in dict.fromkeys(r["config"] for r in bench):
             group = [r for r in bench if r["config"] == config]
-            # A seed without a score (its last evaluation had non-finite samples) counts as not scored, alone;
-            # a score no seed of this config logs (eval_ema/ without an EMA) is a blank.
-            cells = "".join(f"{mean_and_error([r.get(k) for r in group]) if any(k in r for r in group) else ''} | "
-                            for k in columns)
+            # A seed without scores (its last evaluation had non-finite samples) counts as not scored, alone;
+            # a score the scored seeds of this config do not log (eval_ema/ without an EMA) is a blank.
+            scored = [r for r in group if any(c in r for c in columns)]
+            cells = "".join(f"{mean_and_error([r.get(k) for r in group])} | "
+                            if any(k in r for r in group) or not scored else " | " for k in columns)
             alarms = sum(bool(r.get("alarms")) for r in group)
             short = sum(r.get("final_step", r["generator_steps"]) < r["generator_steps"] for r in group)
             length = f"{group[0]['generator_steps']:.0f}" + (f" ({short} stopped early)" if short else "")

@@ -363,12 +363,14 @@ def test_a_seed_without_scores_leaves_the_other_seeds_scores(tmp_path):
     a = "configs/grid/a.yaml"
     rows = [row(a, 0, modes=20, reverse_kl=0.1), row(a, 1, modes=22, reverse_kl=0.3),
             {**row(a, 2), "final_step": 40, "alarms": "non_finite"}, row("configs/ring/b.yaml", 0),
-            row("configs/grid/c.yaml", 0, modes=25)]  # c logs no reverse_kl at all: a blank, not "not scored"
+            row("configs/grid/c.yaml", 0, modes=25),  # c logs no reverse_kl at all: a blank, not "not scored"
+            {**row("configs/grid/d.yaml", 0), "alarms": "non_finite"}]  # d's one seed has no scores at all
     write_outputs(rows, tmp_path)
     table = (tmp_path / "table.md").read_text()
     assert ("| `configs/grid/a.yaml` | 3 | 100 (1 stopped early) | 21 ± 1 (1 of 3 not scored) | "
             "0.2 ± 0.1 (1 of 3 not scored) | 1/3 | 10 |") in table
     assert "| `configs/grid/c.yaml` | 1 | 100 | 25 |  | 0/1 | 10 |" in table
+    assert "| `configs/grid/d.yaml` | 1 | 100 | NaN (1 of 1 not scored) | NaN (1 of 1 not scored) | 1/1 | 10 |" in table
     # A benchmark none of whose runs was scored: its header has as many columns as its other lines.
     ring = table.split("### ring\n\n")[1].split("\n\n")[0].splitlines()
     assert ring[0] == "| config | seeds | generator iterations | alarms | seconds per run |"

@@ -328,6 +328,10 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
                            f"(its output is in {log})")
     run_dir = history.parent
     final = json.loads(history.read_text())[-1]
+    alarms = json.loads((run_dir / "alarms.json").read_text()) if (run_dir / "alarms.json").is_file() else []
+    diverged = next((a["generator_step"] for a in alarms if a["alarm"] == "non_finite"), None)
+    if diverged is not None:  # no final scores: its last finite evaluation's are an earlier G's, even the untrained one's
+        final = {"generator_step": diverged}
     return {
         # The length asked for (the cell's key) and the one reached: a run stopped early (non-finite, or
         # stop_on_collapse) ends before it, and is not run again by a rerun of the study.

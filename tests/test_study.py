@@ -311,7 +311,9 @@ def test_a_run_that_stops_early_keeps_its_cell_and_is_marked(tmp_path, capsys):
             "--runs_dir", str(tmp_path / "runs")]
     (row,) = main(args)
     assert row["generator_steps"] == 300 and row["final_step"] < 300 and row["alarms"] == "non_finite"
-    assert "| 300 (1 stopped early) |" in (tmp_path / "out" / "table.md").read_text()
+    # Its scores were the last finite evaluation's, the untrained G's (1 mode, 100% high quality), in the mean.
+    assert "modes" not in row and "high_quality_pct" not in row
+    assert "| 300 (1 stopped early) | 1/1 |" in (tmp_path / "out" / "table.md").read_text()  # (no score columns)
     capsys.readouterr()
     (again,) = main(args)  # the rerun finds the cell finished: it neither refuses nor retrains it
     assert "Skipping 1 finished run(s)" in capsys.readouterr().out and again == row

@@ -328,7 +328,7 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
                            f"(its output is in {log})")
     run_dir = history.parent
     final = json.loads(history.read_text())[-1]
-    alarms = json.loads((run_dir / "alarms.json").read_text()) if (run_dir / "alarms.json").is_file() else []
+    alarms = read_alarms(run_dir)
     diverged = next((a["generator_step"] for a in alarms if a["alarm"] == "non_finite"), None)
     if diverged is not None:  # no final scores: its last finite evaluation's are an earlier G's, even the untrained one's
         final = {"generator_step": diverged}
@@ -339,7 +339,7 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
         "fingerprint": fingerprint,
         **{k.removeprefix("eval/"): v for k, v in final.items() if k.startswith("eval/")},
         **{"ema_" + k.removeprefix("eval_ema/"): v for k, v in final.items() if k.startswith("eval_ema/")},
-        "alarms": alarm_names(run_dir),
+        "alarms": alarm_names(alarms),
         "seconds": round(seconds, 1), "stack": stack, "run_dir": str(run_dir),
     }
 
@@ -391,17 +391,22 @@ def published_rows(name: str) -> list[dict]:
     return out
 
 
-def alarm_names(run_dir: Path) -> str:
-    """The stability monitor's alarms in a run (from its alarms.json), space-separated."""
+def read_alarms(run_dir: Path) -> list[dict]:
+    """The stability monitor's alarms in a run (its alarms.json; none without the file)."""
     path = Path(run_dir) / "alarms.json"
-    return " ".join(sorted({a["alarm"] for a in json.loads(path.read_text())})) if path.is_file() else ""
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def alarm_names(alarms: list[dict]) -> str:
+    """The kinds of ``alarms``, space-separated, as runs.csv's ``alarms`` column holds them."""
+    return " ".join(sorted({a["alarm"] for a in alarms}))
 
 
 def write_outputs(rows: list[dict], out: Path) -> list[Path]:
     """runs.csv, table.md and, when every run's folder is there, the figures; returns the files written."""
     for row in rows:
         if "alarms" not in row:  # an empty cell read back, or a runs.csv from before alarms: "" without the folder
-            row["alarms"] = alarm_names(row["run_dir"])
+            row["alarms"] = alarm_names(read_alarms(row["run_dir"]))
     write_csv(rows, out / "runs.csv")
     scores = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in FIXED and k != "seed"]
     lines = []

@@ -23,7 +23,8 @@ class DCGANGenerator(nn.Module):
     """Project z to ``base x base`` features, then ``n`` stride-2 transposed convolutions up to ``resolution``.
 
     Batch norm and ReLU after every layer but the last, which has tanh
-    (Radford et al. 2015, Sec. 3); weights initialised as in the paper (:func:`dcgan_init`). Channels halve at each upsampling, from
+    (Radford et al. 2015, Sec. 3); weights initialised as in the paper
+    (:func:`dcgan_init`). Channels halve at each upsampling, from
     ``width * 2^(n-1)`` down to ``width``, then ``channels`` image planes.
     """
 

@@ -244,7 +244,8 @@ class LitGANCLI(LightningCLI):
 def check_checkpoint_fits(path: Path, model: GANModule, generator_steps: int) -> None:
     """Refuse a checkpoint that is not this config's run: other weights (networks), another objective or
     other settings (Lightning restores the optimizers' learning rates and betas from the checkpoint, so new
-    ones would be recorded and not used), penalties, or more generator iterations than asked for."""
+    ones would be recorded and not used), penalties, more generator iterations than asked for, or another
+    run length where a schedule (linear decay, annealed instance noise) is laid over it."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     saved = checkpoint.get("state_dict")
     if saved is None:
@@ -268,10 +269,17 @@ def check_checkpoint_fits(path: Path, model: GANModule, generator_steps: int) ->
         raise ConfigError(f"ckpt_path={path} is not valid: expected a checkpoint of this config's model, but its "
                           f"settings differ ({'; '.join(changed)}). A resumed run keeps its checkpoint's objective and "
                           "optimizers: resume with the run's own config.yaml, or start a new run")
-    done = checkpoint.get("gan_clock", {}).get("generator_step", 0)
+    clock = checkpoint.get("gan_clock", {})
+    done = clock.get("generator_step", 0)
     if done > generator_steps:
         raise ConfigError(f"generator_steps={generator_steps} is not valid: expected at least the {done} generator "
                           f"iterations {path.name} has trained")
+    planned = clock.get("run_length")  # (not in checkpoints of older versions)
+    schedules = model.run_length_schedules()
+    if planned is not None and planned != generator_steps and schedules:
+        raise ConfigError(f"generator_steps={generator_steps} is not valid: expected {planned}, the length its run's "
+                          f"{' and '.join(schedules)} was scheduled over (another would jump the schedule mid-run); "
+                          "for a longer run start a new one")
 
 
 def evaluation_callback(trainer: Trainer) -> Evaluation | None:

@@ -13,6 +13,8 @@ generator per seed, they return one value per seed. So every mean is over the la
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import Tensor, nn
 
@@ -70,7 +72,13 @@ class Penalty:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(weight={self.weight})"
+        # What a resume compares with its checkpoint's penalties: the weight and every other constructor
+        # argument (stored under its own name) that is not at its default, so that a checkpoint written when
+        # this showed the weight alone still matches a penalty at its defaults.
+        parameters = list(inspect.signature(type(self).__init__).parameters.values())[1:]
+        settings = [f"{p.name}={getattr(self, p.name)!r}" for p in parameters
+                    if p.name == "weight" or (hasattr(self, p.name) and getattr(self, p.name) != p.default)]
+        return f"{type(self).__name__}({', '.join(settings)})"
 
 
 class GradientPenalty(Penalty):

@@ -297,6 +297,12 @@ def test_unknown_lr_decay_is_refused():
         make(NonSaturatingGAN, lr_decay="cosine")
 
 
+@pytest.mark.parametrize("objective, key", [(WGANGP, "gradient_penalty_weight"), (DRAGAN, "dragan_weight")])
+def test_a_negative_penalty_weight_is_refused_by_its_config_key(objective, key):
+    with pytest.raises(ValueError, match=rf"model.{key}=-1.0 is not valid: expected a number >= 0"):
+        make(objective, **{key: -1.0})  # (was reported as a GradientPenalty.weight the config never names)
+
+
 def test_gpu_count_skips_nvml_only_where_nvml_cannot_load():
     """Lightning's NVML-based GPU check stays wherever NVML loads; elsewhere torch's answer is unchanged."""
     import os

@@ -74,3 +74,11 @@ def test_penalty_gradient_reaches_the_critic_parameters():
 def test_invalid_penalty_settings_are_refused(make):
     with pytest.raises(ValueError, match="expected"):
         make()
+
+
+def test_a_penalty_shows_every_setting_a_resume_compares():
+    # The resume check compares these with the checkpoint's; the weight alone let another target through.
+    assert repr(GradientPenalty(10.0, target=750.0)) == "GradientPenalty(weight=10.0, target=750.0)"
+    assert repr(DRAGANPenalty(10.0, perturbation=5.0)) == "DRAGANPenalty(weight=10.0, perturbation=5.0)"
+    # At their defaults as a checkpoint of an earlier version wrote them, so that those still resume.
+    assert repr(GradientPenalty(10.0)) == "GradientPenalty(weight=10.0)" and repr(R1Penalty(1.0)) == "R1Penalty(weight=1.0)"

@@ -255,7 +255,10 @@ def test_a_run_without_a_logger_refuses_a_folder_holding_another_runs_files_but_
     (["--model.init_args.penalties=[{class_path: lit_gan.penalties.R1Penalty, init_args: {weight: 1.0}}]"],
      "penalties ['GradientPenalty(weight=0.1)'] there, ['GradientPenalty(weight=0.1)', 'R1Penalty(weight=1.0)'] here"),
     (["--generator_steps=5"], "generator_steps=5 is not valid: expected at least the 6 generator iterations"),
-], ids=["objective", "learning_rate", "penalty", "shorter"])
+    # Linear decay had reached lr 0 at iteration 6; twice the length would restart it from half the rate.
+    (["--generator_steps=12"], "generator_steps=12 is not valid: expected 6, the length its run's "
+     "model.lr_decay=linear was scheduled over"),
+], ids=["objective", "learning_rate", "penalty", "shorter", "longer_decay"])
 def test_a_resume_that_would_not_continue_the_checkpoints_run_is_refused(tmp_path, capsys, override, expected):
     # Same networks, so the weights fit; but Lightning would restore the old optimizers (new learning rates
     # recorded in config.yaml, not used), another objective would train on the old one's state, and a shorter

@@ -318,6 +318,13 @@ class GANModule(pl.LightningModule):
         """The run's length in generator iterations (from ``trainer.max_steps``)."""
         return self.trainer.max_steps // optimizer_steps(1, self.n_critic)
 
+    def run_length_schedules(self) -> list[str]:
+        """The settings scheduled over the whole run's length, which another length would move mid-run."""
+        hp = self.hparams
+        return ((["model.lr_decay=linear"] if hp.lr_decay == "linear" else [])
+                + (["model.instance_noise annealed over the run"] if hp.instance_noise and not hp.instance_noise_steps
+                   else []))
+
     def with_instance_noise(self, x: Tensor, draws: Draws = GLOBAL) -> Tensor:
         """``x`` plus this iteration's instance noise (unchanged when ``instance_noise`` is 0)."""
         initial = self.hparams.instance_noise
@@ -548,6 +555,7 @@ class GANModule(pl.LightningModule):
         checkpoint["gan_clock"] = {
             "generator_step": self.generator_step,
             "discriminator_step": self.discriminator_step,  # also the place in the n_critic cycle
+            "run_length": self.total_generator_steps(),  # what linear decay and annealed noise are scheduled over
         }
         checkpoint["rng_states"] = rng_states()
         checkpoint["penalties"] = [repr(p) for p in self.penalties]  # a resume with other penalties is refused

@@ -59,6 +59,7 @@ class DRAGAN(NonSaturatingGAN):
     """
 
     def __init__(self, *args, dragan_weight: float = 10.0, **kwargs):
+        require(dragan_weight >= 0, "model.dragan_weight", dragan_weight, "a number >= 0")
         super().__init__(*args, **kwargs)
         self.add_own_penalty(DRAGANPenalty(weight=dragan_weight))
 

@@ -106,7 +106,9 @@ class DRAGANPenalty(Penalty):
 
     ``weight * E[(||grad D(x_hat)||_2 - 1)^2]`` around the real data only:
     ``x_hat = x + alpha * delta`` with ``delta = perturbation * std(x) * U[0, 1)``
-    per coordinate and ``alpha ~ U[0, 1)`` per sample, as in the authors' code.
+    per coordinate and ``alpha ~ U[0, 1)`` per sample, as in the authors' code. That
+    perturbation is one-sided (every coordinate moves up), where Eq. 1 writes a
+    zero-mean ``delta ~ N(0, cI)``.
     """
 
     name = "dragan_penalty"

@@ -55,12 +55,14 @@ class DRAGAN(NonSaturatingGAN):
     """DRAGAN (Kodali et al. 2017): the non-saturating GAN plus a local gradient penalty around the data.
 
     ``dragan_weight`` is lambda of the paper's Eq. 1 (10 in its experiments);
-    see :class:`lit_gan.penalties.DRAGANPenalty`.
+    see :class:`lit_gan.penalties.DRAGANPenalty`. The defaults are the authors' code's: lambda = 10,
+    Adam ``lr = 1e-4``, ``betas = [0.5, 0.9]``.
     """
 
-    def __init__(self, *args, dragan_weight: float = 10.0, **kwargs):
+    def __init__(self, *args, dragan_weight: float = 10.0, lr_d: float = 1e-4, lr_g: float = 1e-4,
+                 betas_d: tuple[float, float] = (0.5, 0.9), betas_g: tuple[float, float] = (0.5, 0.9), **kwargs):
         require(dragan_weight >= 0, "model.dragan_weight", dragan_weight, "a number >= 0")
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, lr_d=lr_d, lr_g=lr_g, betas_d=betas_d, betas_g=betas_g, **kwargs)
         self.add_own_penalty(DRAGANPenalty(weight=dragan_weight))
 
 

@@ -297,6 +297,16 @@ def test_unknown_lr_decay_is_refused():
         make(NonSaturatingGAN, lr_decay="cosine")
 
 
+@pytest.mark.parametrize("key, value", [
+    ("betas_d", 0.5), ("lr_g", float("inf")), ("n_critic", True), ("unrolled_steps", True), ("ema_start", 2.5),
+    ("instance_noise_steps", 2.5), ("instance_noise", float("inf")), ("ema_decay", float("nan")),
+    ("historical_averaging", "0.1")])
+def test_python_callers_get_the_same_one_line_refusals_as_the_command_line(key, value):
+    # The command line checks types; from Python betas_d=0.5 was a TypeError and the others were accepted.
+    with pytest.raises(ValueError, match=rf"^model.{key}={value!r} is not valid: expected"):
+        make(NonSaturatingGAN, **{key: value})
+
+
 @pytest.mark.parametrize("objective, key", [(WGANGP, "gradient_penalty_weight"), (DRAGAN, "dragan_weight")])
 def test_a_negative_penalty_weight_is_refused_by_its_config_key(objective, key):
     with pytest.raises(ValueError, match=rf"model.{key}=-1.0 is not valid: expected a number >= 0"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import random
 import warnings
 from typing import Callable, Iterator, Literal, Optional, Sequence
@@ -153,6 +154,15 @@ def count_step(optimizer) -> None:
     optimizer._on_after_step()
 
 
+def _number(value) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _floats(betas) -> tuple[float, float]:
     return tuple(float(b) for b in betas)  # Adam rejects a mix of ints and floats such as (0, 0.9)
 
@@ -223,27 +233,31 @@ class GANModule(pl.LightningModule):
         super().__init__()
         require(hasattr(generator, "latent_dim"), "model.generator", type(generator).__name__,
                 "a network with a `latent_dim` attribute (the size of z)")
+        # (The command line checks types; these also keep Python callers from a TypeError or a silent float.)
         for key, lr in (("lr_d", lr_d), ("lr_g", lr_g)):
-            require(lr > 0, f"model.{key}", lr, "a learning rate > 0")
+            require(_number(lr) and lr > 0, f"model.{key}", lr, "a learning rate > 0")
         for key, betas in (("betas_d", betas_d), ("betas_g", betas_g)):
-            require(len(betas) == 2 and all(0 <= b < 1 for b in betas), f"model.{key}", betas,
-                    "two numbers in [0, 1)")
-        require(isinstance(n_critic, int) and n_critic >= 1, "model.n_critic", n_critic, "an integer >= 1")
+            require(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_number(b) and 0 <= b < 1 for b in betas),
+                    f"model.{key}", betas, "two numbers in [0, 1)")
+        require(_integer(n_critic) and n_critic >= 1, "model.n_critic", n_critic, "an integer >= 1")
         require(lr_decay in ("constant", "linear"), "model.lr_decay", lr_decay, "'constant' or 'linear'")
         require(not feature_matching or hasattr(discriminator, "features"), "model.feature_matching", True,
                 "a discriminator with features(x), e.g. any lit_gan.nets discriminator")
-        require(historical_averaging >= 0, "model.historical_averaging", historical_averaging, "a weight >= 0")
-        require(isinstance(unrolled_steps, int) and unrolled_steps >= 0, "model.unrolled_steps", unrolled_steps,
+        require(_number(historical_averaging) and historical_averaging >= 0, "model.historical_averaging",
+                historical_averaging, "a weight >= 0")
+        require(_integer(unrolled_steps) and unrolled_steps >= 0, "model.unrolled_steps", unrolled_steps,
                 "an integer >= 0")
         require(not (feature_matching and unrolled_steps), "model.unrolled_steps", unrolled_steps,
                 "0 when feature_matching is on (the two replace the generator loss in different ways)")
         require(not (unrolled_steps and (penalties or historical_averaging)), "model.unrolled_steps", unrolled_steps,
                 UNROLLED_ALONE)
-        require(instance_noise >= 0, "model.instance_noise", instance_noise, "a standard deviation >= 0")
-        require(instance_noise_steps is None or instance_noise_steps >= 1, "model.instance_noise_steps",
-                instance_noise_steps, "null (the whole run) or an integer >= 1")
-        require(ema_decay is None or 0 <= ema_decay < 1, "model.ema_decay", ema_decay, "null (off) or a number in [0, 1)")
-        require(ema_start >= 0, "model.ema_start", ema_start, "an integer >= 0")
+        require(_number(instance_noise) and instance_noise >= 0, "model.instance_noise", instance_noise,
+                "a standard deviation >= 0")
+        require(instance_noise_steps is None or (_integer(instance_noise_steps) and instance_noise_steps >= 1),
+                "model.instance_noise_steps", instance_noise_steps, "null (the whole run) or an integer >= 1")
+        require(ema_decay is None or (_number(ema_decay) and 0 <= ema_decay < 1), "model.ema_decay", ema_decay,
+                "null (off) or a number in [0, 1)")
+        require(_integer(ema_start) and ema_start >= 0, "model.ema_start", ema_start, "an integer >= 0")
         self.save_hyperparameters(ignore=["generator", "discriminator", "penalties"])
         self.automatic_optimization = False
         self.generator = generator

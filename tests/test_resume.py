@@ -10,9 +10,9 @@ import warnings
 import pytest
 import torch
 
-from lit_gan.callbacks import run_directory
+from lit_gan.callbacks import GeneratorCheckpoint, run_directory
 from lit_gan.cli import main
-from lit_gan.objectives import optimizer_steps
+from lit_gan.objectives import NonSaturatingGAN, optimizer_steps
 from tests.conftest import quiet_args, start_training
 
 # WGAN-GP with n_critic 5 (the place in the critic cycle matters), a penalty that draws random
@@ -270,3 +270,27 @@ def test_a_resume_that_would_not_continue_the_checkpoints_run_is_refused(tmp_pat
         main([*ARGS, *quiet_args(tmp_path), *override, f"--ckpt_path={last}"])
     assert expected in capsys.readouterr().err
     assert (run_directory(first.trainer) / "config.yaml").read_text() == saved
+
+
+class CtrlCTwiceAfterDiscriminatorStep(NonSaturatingGAN):
+    """Presses Ctrl-C twice between D's Adam step and the clock of generator iteration 6."""
+
+    def after_discriminator_step(self) -> None:
+        if self.generator_step == 5:
+            checkpoint = next(c for c in self.trainer.callbacks if isinstance(c, GeneratorCheckpoint))
+            checkpoint._interrupt(signal.SIGINT, None)  # the first asks for a stop at the iteration's end
+            checkpoint._interrupt(signal.SIGINT, None)  # the second stops at once, mid-iteration
+
+
+def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_whole_iterations_checkpoint(tmp_path, capsys):
+    # It saved the mid-iteration state over iteration 4's last.ckpt (D's Adam one step ahead of the clock: D would
+    # train on that batch twice), and said it resumed.
+    args = ["--config", "configs/grid/nonsaturating.yaml", "--generator_steps=8", "--evaluation.num_samples=200",
+            "--checkpoint.every_n_generator_steps=2", *quiet_args(tmp_path)]
+    with pytest.raises(SystemExit):
+        main([*args, "--model.class_path=tests.test_resume.CtrlCTwiceAfterDiscriminatorStep"])
+    last = next(tmp_path.glob("lit-gan/*/checkpoints/last.ckpt"))
+    saved = torch.load(last, weights_only=False)
+    assert saved["gan_clock"] == {"generator_step": 4, "discriminator_step": 4, "run_length": 8}
+    assert all(state["step"] == 4 for state in saved["optimizer_states"][0]["state"].values())  # D's Adam in step
+    assert f"Stopped at once, inside generator iteration 6: nothing saved; resume from {last}" in capsys.readouterr().err

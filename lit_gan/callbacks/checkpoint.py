@@ -59,6 +59,7 @@ class GeneratorCheckpoint(Callback):
         self.best_score: float | None = None
         self.last_saved_step: int | None = None
         self.interrupted = False
+        self.stopping_cleanly = False  # a Ctrl-C taken at an iteration's end, whose state resumes exactly
         self.previous_sigint = None
 
     def directory(self, trainer: pl.Trainer) -> Path:
@@ -110,6 +111,7 @@ class GeneratorCheckpoint(Callback):
             interrupted = trainer.strategy.reduce_boolean_decision(interrupted, all=False)
         if interrupted:
             self.interrupted = False
+            self.stopping_cleanly = True
             raise KeyboardInterrupt  # Lightning's own handling: on_exception below saves last.ckpt, the run stops
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -124,9 +126,19 @@ class GeneratorCheckpoint(Callback):
         step = pl_module.generator_step
         if step == 0 and self.last_saved_step is None:  # stopped during start-up: nothing trained to keep
             return
+        last = self.directory(trainer) / "last.ckpt"
+        if isinstance(exception, KeyboardInterrupt) and not self.stopping_cleanly:
+            # A second Ctrl-C (or one outside the main thread, which has no handler of ours) stops mid-iteration,
+            # say between D's Adam step and the clock: that state would not resume exactly (D would train on
+            # its batch twice), so last.ckpt keeps the last whole iteration's. No save: the other DDP ranks,
+            # still training, would not join it.
+            if trainer.is_global_zero:
+                kept = f"resume from {last}, the last checkpoint saved" if last.exists() else "no checkpoint was saved"
+                print(f"\nStopped at once, inside generator iteration {step + 1}: nothing saved; {kept}",
+                      file=sys.stderr, flush=True)
+            return
         if step != self.last_saved_step:
             self.save(trainer, pl_module, numbered=False)
-        last = self.directory(trainer) / "last.ckpt"
         if trainer.is_global_zero and last.exists():
             print(f"\nInterrupted ({type(exception).__name__}) at generator iteration {step}. Saved {last}; resume "
                   f"with the same command plus --ckpt_path {last}", file=sys.stderr, flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -180,3 +182,52 @@ def test_32_bit_and_float_images_are_scaled_by_their_depth_and_unconvertible_one
     for name in ("int32.tif", "float.tif"):  # were read as 16-bit: nearly black
         image = dataset[[f.name for f in dataset.files].index(name)]
         torch.testing.assert_close(image[0], expected, atol=1 / 127.5 + 1e-6, rtol=0)
+
+
+def test_netpbm_images_are_read_and_other_files_are_counted_in_one_warning(tmp_path):
+    """ORL and Yale faces are .pgm: they were skipped as not images. Files of other suffixes are named by
+    suffix in one warning; hidden ones (.DS_Store, a .git folder) are not counted."""
+    ramp = torch.arange(0, 256, 16, dtype=torch.uint8).repeat(16, 1).numpy()
+    Image.fromarray(ramp, mode="L").save(tmp_path / "face.pgm")
+    Image.fromarray(ramp).convert("RGB").save(tmp_path / "colour.ppm")
+    Image.fromarray(ramp).convert("1").save(tmp_path / "bits.pbm")
+    for name in ("readme.txt", "labels.txt", "scan.xyz", "LICENSE", ".DS_Store", ".git/config"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("not an image")
+    datamodule = ImageFolder(root=str(tmp_path), resolution=16, channels=1, batch_size=3, num_workers=0)
+    with pytest.warns(UserWarning, match=r"skipping 4 file\(s\) whose suffix is not an image's "
+                                         r"\(\.txt x2, no suffix x1, \.xyz x1\)") as warned:
+        files = datamodule.files()
+    assert len(warned) == 1 and sorted(f.name for f in files) == ["bits.pbm", "colour.ppm", "face.pgm"]
+    (batch,) = datamodule.train_dataloader()
+    assert batch.shape == (3, 1, 16, 16)
+    expected = torch.from_numpy(ramp / 255 * 2 - 1).float()
+    for name in ("colour.ppm", "face.pgm"):
+        torch.testing.assert_close(batch[[f.name for f in files].index(name)][0], expected, atol=1e-6, rtol=0)
+
+
+def test_a_torn_scan_cache_is_scanned_again_and_rewritten(tmp_path):
+    """A cache cut short (a crash, or two writers before atomic names of their own) failed every later run."""
+    from lit_gan.metrics.digits import cache_directory
+
+    root = broken_folder(tmp_path / "images")
+    before = set(cache_directory().glob("folder-scan-*.json"))
+    with pytest.warns(UserWarning, match="skipping 3 unreadable"):
+        ImageFolder(root=str(root), resolution=8, num_workers=0).files()
+    (cache,) = set(cache_directory().glob("folder-scan-*.json")) - before
+    cache.write_text(cache.read_text()[:20])
+    with pytest.warns(UserWarning, match="skipping 3 unreadable"):
+        assert len(ImageFolder(root=str(root), resolution=8, num_workers=0).files()) == 8
+    assert len(json.loads(cache.read_text())) == 3
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: ImageFolder(root=root, channels=2), "data.channels=2 is not valid: expected 1 (grayscale) or 3"),
+    (lambda root: ImageFolder(root=root, channels=True), "data.channels=True is not valid"),
+    (lambda root: TorchvisionImages(root=root, split="training"),
+     "data.split='training' is not valid: expected 'train' or 'test'"),
+], ids=["channels-2", "channels-bool", "split-training"])
+def test_python_arguments_the_command_line_refuses_are_refused_by_their_config_keys(make, message, tmp_path):
+    """channels=2 failed only at the first batch; split="training" loaded the test set."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make(str(tmp_path))

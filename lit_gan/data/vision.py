@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -18,7 +19,8 @@ from lit_gan.errors import ConfigError, require
 from lit_gan.files import write_atomically
 from lit_gan.metrics.fidelity import SCORES, FidelityMetrics, Score, score_switches
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Those Pillow reads; the Netpbm ones (ORL and Yale faces are .pgm) are in torchvision's IMG_EXTENSIONS too.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm")
 
 # name -> (torchvision class, channels, native size, centre crop before resizing)
 TORCHVISION = {
@@ -117,6 +119,8 @@ class TorchvisionImages(InceptionScoredImages):
                  inception_weights: Optional[str] = None, fid_split: Optional[Literal["train", "test"]] = None,
                  scores: tuple[Score, ...] = SCORES):
         super().__init__(batch_size, num_workers, seed, inception_weights, scores)
+        # Not split == "train" alone: "training" would load the test set.
+        require(split in ("train", "test"), "data.split", split, "'train' or 'test'")
         require(fid_split in (None, "train", "test"), "data.fid_split", fid_split, "null (the split), 'train' or 'test'")
         self.fid_split = fid_split or split
         require(name in TORCHVISION, "data.name", name, f"one of {sorted(TORCHVISION)}")
@@ -159,18 +163,33 @@ class TorchvisionImages(InceptionScoredImages):
                                     cache_name=f"{self.name}-{self.fid_split}-{self.resolution}px")
 
 
-def find_images(root: Path) -> list[Path]:
+def find_images(root: Path) -> tuple[list[Path], Counter]:
     """Every image file under ``root``, following symlinked folders (class folders linked in from shared
-    storage; ``Path.rglob`` skips them before Python 3.13), each real folder once (a link loop ends)."""
-    found, seen = [], set()
+    storage; ``Path.rglob`` skips them before Python 3.13), each real folder once (a link loop ends);
+    and how many other files there are of each suffix ("" for none), hidden ones (.DS_Store, the
+    contents of .git or .ipynb_checkpoints) not counted: never a dataset's images."""
+    found, others, seen = [], Counter(), set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
         real = os.path.realpath(folder)
         if real in seen:
             subfolders.clear()
             continue
         seen.add(real)
-        found += [Path(folder) / name for name in names if Path(name).suffix.lower() in IMAGE_SUFFIXES]
-    return sorted(path for path in found if path.is_file())
+        hidden = any(part.startswith(".") for part in Path(folder).relative_to(root).parts)
+        for name in names:
+            suffix = Path(name).suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                found.append(Path(folder) / name)
+            elif not hidden and not name.startswith(".") and os.path.isfile(os.path.join(folder, name)):
+                others[suffix] += 1
+    return sorted(path for path in found if path.is_file()), others
+
+
+def suffix_counts(counts: Counter) -> str:
+    """``.txt x2, .xyz x1``: the commonest five suffixes first."""
+    shown = ", ".join(f"{suffix or 'no suffix'} x{n}" for suffix, n in
+                      sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:5])
+    return shown + (" ..." if len(counts) > 5 else "")
 
 
 class FolderDataset(Dataset):
@@ -219,6 +238,9 @@ class ImageFolder(InceptionScoredImages):
                  bad_files: Literal["skip", "fail"] = "skip", scores: tuple[Score, ...] = SCORES):
         super().__init__(batch_size, num_workers, seed, inception_weights, scores)
         require(resolution >= 1, "data.resolution", resolution, "an image size >= 1")
+        # Checked here: 2 channels would fail only at the first batch, with a tensor size error.
+        require(isinstance(channels, int) and not isinstance(channels, bool) and channels in (1, 3),
+                "data.channels", channels, "1 (grayscale) or 3 (RGB)")
         require(bad_files in ("skip", "fail"), "data.bad_files", bad_files, "'skip' or 'fail'")
         self.root, self.resolution, self.channels = Path(root), resolution, channels
         self.bad_files = bad_files
@@ -236,9 +258,13 @@ class ImageFolder(InceptionScoredImages):
         if self._readable is not None:
             return self._readable
         require(self.root.is_dir(), "data.root", str(self.root), "an existing folder of images")
-        files = find_images(self.root)
+        files, others = find_images(self.root)
         require(len(files) > 0, "data.root", str(self.root),
-                f"a folder containing image files ({', '.join(IMAGE_SUFFIXES)}); it has none")
+                f"a folder containing image files ({', '.join(IMAGE_SUFFIXES)}); it has none"
+                + (f" (other files: {suffix_counts(others)})" if others else ""))
+        if others:  # a format Pillow may read but not listed (.heic, .jfif ...) would otherwise vanish unseen
+            rank_zero_warn(f"data.root={self.root}: skipping {others.total()} file(s) whose suffix is not an "
+                           f"image's ({suffix_counts(others)}); images are {', '.join(IMAGE_SUFFIXES)}")
         problems = self.scan(files)
         if problems and self.bad_files == "fail":
             first, reason = next(iter(problems.items()))
@@ -263,8 +289,12 @@ class ImageFolder(InceptionScoredImages):
         from lit_gan.metrics.digits import cache_directory
 
         cache = cache_directory() / f"folder-scan-v3-{self.fingerprint(files)}.json"
-        if cache.is_file():  # paths relative to the folder: the same however the root is spelled
-            return {self.root / f: reason for f, reason in json.loads(cache.read_text()).items()}
+        try:  # paths relative to the folder: the same however the root is spelled
+            cached = json.loads(cache.read_text())
+        except (OSError, ValueError):  # missing, or unreadable (torn by a crash, an older writer): scanned again
+            cached = None
+        if isinstance(cached, dict):
+            return {self.root / f: reason for f, reason in cached.items()}
         problems = {f: reason for f in files if (reason := unreadable(f)) is not None}
         cache.parent.mkdir(parents=True, exist_ok=True)
         # Atomically: other processes (DDP ranks, a study's runs) may read it while this one writes.

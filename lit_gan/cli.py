@@ -227,6 +227,9 @@ class LitGANCLI(LightningCLI):
             trainer = super()._instantiate_trainer(config, callbacks)
         except (MisconfigurationException, ValueError) as error:  # more devices than the machine has, DDP on MPS ...
             self.parser.error(f"trainer: {error}")
+        # The deferral first: its on_train_start takes SIGUSR1 from Lightning's handler before the evaluation's
+        # baseline, during which the signal would otherwise run that handler at once (the DDP hang it prevents).
+        trainer.callbacks.sort(key=lambda callback: not isinstance(callback, DeferredSlurmRequeue))  # (stable)
         strategy = trainer.strategy
         ddp = f"trainer.devices={config.get('devices')} with trainer.strategy={config.get('strategy')} is not valid"
         if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters"):

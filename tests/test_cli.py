@@ -288,3 +288,12 @@ def test_a_wandb_run_that_fails_after_starting_is_finished_as_failed(capsys, tmp
     run = next(tmp_path.glob("wandb/offline-run-*"))
     exits = [r.exit.exit_code for r in records(run) if r.WhichOneof("record_type") == "exit"]
     assert exits == [2]
+
+
+def test_the_slurm_requeue_deferral_takes_the_signal_before_the_baseline_evaluation(tmp_path):
+    # It came after Evaluation, whose on_train_start evaluates the untrained G: a SIGUSR1 then ran Lightning's
+    # requeue handler inside the signal, the DDP hang the deferral exists to prevent.
+    cli = main(["--config", "configs/ring/nonsaturating.yaml", "--generator_steps=1", "--evaluation.num_samples=100",
+                *quiet_args(tmp_path)])
+    names = [type(callback).__name__ for callback in cli.trainer.callbacks]
+    assert names[0] == "DeferredSlurmRequeue" and "Evaluation" in names, names

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import warnings
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -294,3 +295,24 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_last_whole_iterations_check
     assert saved["gan_clock"] == {"generator_step": 4, "discriminator_step": 4, "run_length": 8}
     assert all(state["step"] == 4 for state in saved["optimizer_states"][0]["state"].values())  # D's Adam in step
     assert f"Stopped at once, inside generator iteration 6: nothing saved; resume from {last}" in capsys.readouterr().err
+
+
+class EvaluationFileAtFirstBatch(pl.Callback):
+    """What evaluation.json says while the first resumed iteration trains."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not hasattr(self, "steps"):
+            rows = json.loads((run_directory(trainer) / "evaluation.json").read_text())
+            self.steps = [row["generator_step"] for row in rows]
+
+
+def test_a_run_resumed_from_an_earlier_checkpoint_drops_the_abandoned_evaluations_at_once(tmp_path):
+    # They stayed in evaluation.json until the next evaluation: a resumed run diverging before it left them there.
+    args = ["--config", "configs/ring/nonsaturating.yaml", "--generator_steps=8", "--evaluation.num_samples=100",
+            "--evaluation.every_n_generator_steps=2", "--checkpoint.every_n_generator_steps=4", *quiet_args(tmp_path)]
+    first = main(args)
+    earlier = run_directory(first.trainer) / "checkpoints" / "generator_step=0000004.ckpt"
+    resumed = main([*args, f"--ckpt_path={earlier}",
+                    "--trainer.callbacks+=tests.test_resume.EvaluationFileAtFirstBatch"])
+    watcher = next(c for c in resumed.trainer.callbacks if isinstance(c, EvaluationFileAtFirstBatch))
+    assert watcher.steps == [0, 2, 4]  # not 6 and 8 of the trajectory it left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -90,6 +91,10 @@ class Evaluation(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         if pl_module.generator_step == 0:
             self.evaluate(trainer, pl_module)  # the untrained generator: the baseline of every curve
+        elif trainer.is_global_zero:
+            # Resumed from an earlier checkpoint: the file may hold the abandoned trajectory's later evaluations,
+            # which a run diverging before its next evaluation would have left for the study to read.
+            self._write_history(trainer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = pl_module.generator_step
@@ -131,10 +136,14 @@ class Evaluation(Callback):
             self._write(trainer, pl_module, images, row)
         return row
 
-    def _write(self, trainer, pl_module, images: dict[str, torch.Tensor], row: dict[str, float]) -> None:
+    def _write_history(self, trainer) -> Path:
         directory = run_directory(trainer)
         directory.mkdir(parents=True, exist_ok=True)
         write_atomically(directory / "evaluation.json", json.dumps(self.history, indent=1))  # read by the study runner
+        return directory
+
+    def _write(self, trainer, pl_module, images: dict[str, torch.Tensor], row: dict[str, float]) -> None:
+        directory = self._write_history(trainer)
         step = row["generator_step"]
         paths = {}
         for prefix, samples in images.items() if self.plot else ():

@@ -244,3 +244,17 @@ def test_train_py_exits_with_status_3_when_the_run_diverged(tmp_path, sweep):
     assert "Training stopped: loss/" in finished.stderr
     run = next(tmp_path.glob("wandb/offline-run-*"))
     assert [r.exit.exit_code for r in records(run) if r.WhichOneof("record_type") == "exit"] == [3]
+
+
+def test_a_collapse_alarm_names_the_evaluation_it_read(tmp_path):
+    # Checked every 10 iterations, evaluated every 25: the alarm at the check of iteration 30 gave no hint that
+    # its coverage came from the evaluation of iteration 25.
+    _, raised, alarms = run(
+        tmp_path, "configs/ring/nonsaturating.yaml", "--generator_steps=40",
+        "--model.init_args.generator=tests.test_monitor.ConstantGenerator",
+        "--trainer.log_every_n_steps=10", "--evaluation.every_n_generator_steps=25",
+        "--stability.warmup_generator_steps=20", "--stability.patience=5",
+    )
+    assert [a["generator_step"] for a in alarms] == [30]
+    assert ("Mode collapse at generator iteration 30: at the evaluation of generator iteration 25, the samples "
+            "spread over the equivalent of 1.0 of 8 modes") in raised[0]

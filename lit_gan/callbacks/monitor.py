@@ -294,8 +294,9 @@ class StabilityMonitor(Callback):
         if (evaluated >= self.warmup_generator_steps and evaluated != self.coverage_step
                 and "eval/reverse_kl" in latest and num_modes):
             self.coverage_step = evaluated
-            self.reasons["coverage"] = coverage_reason(latest["eval/reverse_kl"], num_modes, evaluation.num_samples,
-                                                       self.collapse_coverage)  # kept until the next evaluation
+            reason = coverage_reason(latest["eval/reverse_kl"], num_modes, evaluation.num_samples, self.collapse_coverage)
+            # Kept until the next evaluation; the alarm is raised at a check, which may come iterations later.
+            self.reasons["coverage"] = reason and f"at the evaluation of generator iteration {evaluated}, {reason}"
         if trainer.world_size > 1:
             # Each rank measured diversity against its own real batches: rank 0's verdict holds for all, so
             # every rank stops (stop_on_collapse) at the same iteration instead of leaving the others hanging.

@@ -7,7 +7,6 @@ import platform
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ from torch.utils.data import Dataset, TensorDataset
 from torchmetrics import Metric
 
 from lit_gan.data.digits import ImageDataModule
+from lit_gan.provenance import commit  # noqa: F401 (the benchmarks' reports name it)
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "PERFORMANCE.md"
@@ -44,18 +44,6 @@ def machine() -> str:
 def command() -> str:
     """This benchmark's command line as it was given: every argument that shaped its table."""
     return shlex.join(["python", "-m", f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
-
-
-def commit() -> str:
-    """The checked-out commit, with ``+uncommitted changes`` when code differs from it (docs/ aside: the
-    benchmarks write there)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)docs"], cwd=ROOT).returncode
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" + uncommitted changes" if changed else "")
 
 
 def median_ms(seconds: list[float]) -> float:

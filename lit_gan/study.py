@@ -46,6 +46,7 @@ from pathlib import Path
 import yaml
 
 from lit_gan.files import write_atomically
+from lit_gan.provenance import commit
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "configs" / "studies"
@@ -59,8 +60,9 @@ PUBLISHED = {
 }
 
 # runs.csv's columns other than the scores, in order: the first five before the scores, the rest after them.
-FIXED = ("config", "seed", "generator_steps", "final_step", "fingerprint", "alarms", "seconds", "stack", "run_dir")
-TEXT = ("config", "fingerprint", "run_dir", "alarms")
+FIXED = ("config", "seed", "generator_steps", "final_step", "fingerprint", "alarms", "seconds", "stack", "commit",
+         "run_dir")
+TEXT = ("config", "fingerprint", "run_dir", "alarms", "commit")
 
 
 def load_config(path: Path):
@@ -620,8 +622,13 @@ def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
                      f"include ({listed}{'; ...' if len(outside) > 3 else ''}); add those configs, seeds and "
                      f"--generator_steps to the study, or give another --out (nothing was changed)")
     results = {key: finished[key] for key in keys if key in finished}
+    code = commit()
     if results:
-        print(f"Skipping {len(results)} finished run(s) found in {args.out / 'runs.csv'}")
+        # The fingerprint is the configs', not the code's: say when the rows kept were measured by other code.
+        others = sorted({str(row.get("commit", "an unrecorded commit")) for row in results.values()} - {code})
+        print(f"Skipping {len(results)} finished run(s) found in {args.out / 'runs.csv'}"
+              + (f", measured with lit-gan at {', '.join(others)} (this is {code}): to measure this code, give a "
+                 "fresh --out" if others else ""))
     changed = len({key[:3] for key in finished} - {key[:3] for key in results})
     if changed:
         print(f"Rerunning {changed} run(s) of {args.out / 'runs.csv'} whose config changed since they finished")
@@ -647,7 +654,7 @@ def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
                 print(f"{key[0]} seed {key[1]}: " + ("stopped, with its last checkpoint" if interrupted.is_set()
                                                       else str(result)), file=sys.stderr, flush=True)
                 return
-            results[key] = result
+            results[key] = {**result, "commit": code}
             print(f"{key[0]} seed {key[1]}: {result}", flush=True)
             del run_ids[key]
             write_csv([results[k] for k in keys if k in results], args.out / "runs.csv")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit_gan.provenance import commit
 from lit_gan.study import ROOT, config_fingerprint, main, mean_and_error, outcome, read_rows, run_to_end, write_csv
 from lit_gan.wandb_offline import find_run_file, read_run, records
 
@@ -400,3 +401,21 @@ def test_ctrl_c_to_a_study_says_how_to_continue_in_one_line_per_run(tmp_path):
     assert "Interrupted: the runs under way saved their last checkpoint. Rerun the same command" in err
     assert err.count("stopped, with its last checkpoint") == 2  # was each run's whole log, as a failure
     assert len(list(tmp_path.glob("runs/lit-gan/*/checkpoints/last.ckpt"))) == 2
+
+
+def test_a_rerun_says_when_the_runs_it_keeps_were_measured_by_other_code(tmp_path, capsys):
+    # The fingerprint is the config's: a study rerun into its old --out after a code change kept the old rows
+    # and said only "Skipping" (measurements believed new were a session old).
+    args = ["--configs", "configs/ring/nonsaturating.yaml", "--generator_steps", "10", "--out", str(tmp_path / "out"),
+            "--runs_dir", str(tmp_path / "runs")]
+    (row,) = main(args)
+    assert row["commit"] == commit() and read_rows(tmp_path / "out" / "runs.csv")[0]["commit"] == commit()
+    capsys.readouterr()
+    main(args)
+    assert capsys.readouterr().out.splitlines()[0] == f"Skipping 1 finished run(s) found in {tmp_path / 'out' / 'runs.csv'}"
+    older = read_rows(tmp_path / "out" / "runs.csv")
+    older[0]["commit"] = "0123abc"
+    write_csv(older, tmp_path / "out" / "runs.csv")
+    main(args)
+    assert (f"Skipping 1 finished run(s) found in {tmp_path / 'out' / 'runs.csv'}, measured with lit-gan at 0123abc "
+            f"(this is {commit()}): to measure this code, give a fresh --out") in capsys.readouterr().out

@@ -231,3 +231,18 @@ def test_python_arguments_the_command_line_refuses_are_refused_by_their_config_k
     """channels=2 failed only at the first batch; split="training" loaded the test set."""
     with pytest.raises(ValueError, match=re.escape(message)):
         make(str(tmp_path))
+
+
+def test_a_photo_with_an_exif_orientation_is_read_upright(tmp_path):
+    import numpy as np
+
+    # Stored 32 wide x 16 high, dark to bright from left to right, tagged "rotate 90 degrees clockwise to
+    # show" (orientation 6, as a phone's portrait photo): upright it is 16 x 32, dark to bright top to bottom.
+    ramp = np.tile(np.linspace(0, 255, 32).round().astype(np.uint8), (16, 1))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    tmp_path.mkdir(exist_ok=True)
+    Image.fromarray(ramp, mode="L").save(tmp_path / "portrait.png", exif=exif)
+    image = ImageFolder(root=str(tmp_path), resolution=16, channels=1, batch_size=1).train_dataset()[0][0]
+    assert image.shape == (16, 16)
+    assert (image[:, 1:] == image[:, :1]).all() and (image[1:, 0] > image[:-1, 0]).all()  # varies down, not across

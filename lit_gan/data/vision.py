@@ -202,10 +202,12 @@ class FolderDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> Tensor:
-        from PIL import Image
+        from PIL import Image, ImageOps
 
         with Image.open(self.files[i]) as image:
-            return self.transform(image)
+            # Upright as image viewers show it: a camera stores a portrait photo as landscape pixels plus an
+            # EXIF orientation tag, which decoding alone ignores.
+            return self.transform(ImageOps.exif_transpose(image))
 
 
 def unreadable(path: Path) -> str | None:
@@ -305,5 +307,6 @@ class ImageFolder(InceptionScoredImages):
         return FolderDataset(self.files(), image_transform(self.resolution, self.channels))
 
     def evaluation_metric(self):
-        name = "folder-" + self.fingerprint(self.files())  # changes when the folder does
+        # Changes when the folder does; v2: images turned upright by their EXIF orientation, as training sees them.
+        name = "folder-v2-" + self.fingerprint(self.files())
         return self.fidelity_metric(self.train_dataset(), cache_name=f"{name}-{self.resolution}px-{self.channels}ch")

@@ -60,6 +60,7 @@ class GeneratorCheckpoint(Callback):
         self.last_saved_step: int | None = None
         self.interrupted = False
         self.stopping_cleanly = False  # a Ctrl-C taken at an iteration's end, whose state resumes exactly
+        self.says = True
         self.previous_sigint = None
 
     def directory(self, trainer: pl.Trainer) -> Path:
@@ -84,6 +85,7 @@ class GeneratorCheckpoint(Callback):
         # Ctrl-C lands anywhere in an iteration (between D's step and the clock, inside Adam's update, in a
         # seed group while member 0 writes this run's weights), where a saved state would not resume exactly:
         # take it at the end of the iteration, as Lightning takes SIGTERM. A second Ctrl-C stops at once.
+        self.says = trainer.is_global_zero  # a terminal's Ctrl-C reaches every DDP rank: one line, not one each
         if threading.current_thread() is threading.main_thread():
             self.previous_sigint = signal.signal(signal.SIGINT, self._interrupt)
 
@@ -91,8 +93,9 @@ class GeneratorCheckpoint(Callback):
         if self.interrupted:
             raise KeyboardInterrupt
         self.interrupted = True
-        print("\nCtrl-C: stopping after this generator iteration, with a checkpoint (Ctrl-C again stops at once)",
-              file=sys.stderr, flush=True)
+        if self.says:
+            print("\nCtrl-C: stopping after this generator iteration, with a checkpoint (Ctrl-C again stops at once)",
+                  file=sys.stderr, flush=True)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self.previous_sigint is not None and threading.current_thread() is threading.main_thread():

@@ -265,7 +265,7 @@ def check_checkpoint_fits(path: Path, model: GANModule, generator_steps: int) ->
     settings = dict(checkpoint.get("hyper_parameters", {}))
     if "penalties" in checkpoint:  # (not in checkpoints of older versions)
         settings["penalties"] = checkpoint["penalties"]
-    here = dict(model.hparams) | {"penalties": [repr(p) for p in model.penalties]}
+    here = model.settings()
     changed = [f"{key} {settings[key]!r} there, {here[key]!r} here" for key in sorted(settings.keys() & here.keys())
                if key != "_instantiator" and plain(settings[key]) != plain(here[key])]
     if changed:

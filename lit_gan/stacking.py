@@ -139,8 +139,7 @@ def weight_shapes(network: nn.Module) -> list[tuple[str, tuple[int, ...], torch.
 def config_fingerprint(module) -> int:
     """48 bits (exact in a float64) of what runs must share to be stacked: objective, hyperparameters,
     penalties and the networks' weight shapes."""
-    config = (type(module).__qualname__, sorted(module.hparams.items()), [repr(p) for p in module.penalties],
-              weight_shapes(module))
+    config = (type(module).__qualname__, sorted(module.settings().items()), weight_shapes(module))
     return int(hashlib.sha256(repr(config).encode()).hexdigest()[:12], 16)
 
 
@@ -318,10 +317,8 @@ class SeedStack:
                  storage: dict[str, tuple] | None = None):
         first = modules[0]
         for module in modules:
-            if type(module) is not type(first) or dict(module.hparams) != dict(first.hparams):
-                raise NotStackable("the runs differ in objective or hyperparameters: a stack needs one config")
-            if [repr(p) for p in module.penalties] != [repr(p) for p in first.penalties]:
-                raise NotStackable("the runs differ in their penalties: a stack needs one config")
+            if type(module) is not type(first) or module.settings() != first.settings():
+                raise NotStackable("the runs differ in objective, hyperparameters or penalties: a stack needs one config")
         check_stackable(first, optimizers[0])
         self.modules = list(modules)
         # storage: role -> (flat, buffers, (exp_avg, exp_avg_sq, steps)) to use as they are (lit_gan.seed_group).

@@ -328,6 +328,11 @@ class GANModule(pl.LightningModule):
                 f"{type(self.discriminator).__name__} reading {list(accepts or ())}",
                 f"a discriminator of the data's sample shape {list(sample_shape)} (check channels/resolution/input_shape)")
 
+    def settings(self) -> dict:
+        """What this run's updates follow besides its weights: the hyperparameters and the penalties (by repr).
+        A resume must find the same in its checkpoint, and the runs of one seed stack must share them."""
+        return dict(self.hparams) | {"penalties": [repr(p) for p in self.penalties]}
+
     def total_generator_steps(self) -> int:
         """The run's length in generator iterations (from ``trainer.max_steps``)."""
         return self.trainer.max_steps // optimizer_steps(1, self.n_critic)
@@ -572,7 +577,7 @@ class GANModule(pl.LightningModule):
             "run_length": self.total_generator_steps(),  # what linear decay and annealed noise are scheduled over
         }
         checkpoint["rng_states"] = rng_states()
-        checkpoint["penalties"] = [repr(p) for p in self.penalties]  # a resume with other penalties is refused
+        checkpoint["penalties"] = self.settings()["penalties"]  # a resume with other penalties is refused
         if self.trainer.world_size > 1:  # every rank saves (the strategy writes rank 0's file): gather theirs
             gathered = self.trainer.strategy.all_gather(rank_rng_state().to(self.device))
             checkpoint["rank_rng_states"] = gathered.cpu()

@@ -43,7 +43,8 @@ from lit_gan.penalties import Penalty
 
 ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.Tanh)
 # GANModule arguments whose remedies SeedStack does not run, with the value that leaves them off.
-UNSUPPORTED_OPTIONS = {"feature_matching": False, "historical_averaging": 0.0, "unrolled_steps": 0, "fused_adam": False}
+UNSUPPORTED_OPTIONS = {"feature_matching": False, "historical_averaging": 0.0, "unrolled_steps": 0, "fused_adam": False,
+                       "generator_batch_size": None}
 
 
 class NotStackable(ConfigError):

@@ -101,6 +101,7 @@ def looks_stackable(config: Path) -> bool:
                 for n in networks)
             and not (networks[1].get("init_args") or {}).get("spectral_norm")
             and not any(model.get(key) for key in ("feature_matching", "historical_averaging", "unrolled_steps",
+                                                   "generator_batch_size",
                                                    "fused_adam"))
             and str(trainer.get("accelerator", "cpu")) in ("cpu", "auto")
             and str(trainer.get("precision", "32")) in ("32", "32-true"))

@@ -100,3 +100,15 @@ def test_resnet_discriminator_is_spectrally_normalised_by_default():
     discriminator = ResNetDiscriminator(width=16)
     convs = [m for m in discriminator.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     assert convs and all(hasattr(m, "parametrizations") for m in convs)
+
+
+def test_resnet_discriminator_pools_by_sum_or_by_mean():
+    # Sum over the 8x8 positions (SNGAN's code) or their mean (WGAN-GP's CIFAR-10 ResNet, mimicry's WGAN-GP).
+    x = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(0)
+    summed = ResNetDiscriminator(width=16, spectral_norm=False)
+    torch.manual_seed(0)
+    averaged = ResNetDiscriminator(width=16, spectral_norm=False, pooling="mean")
+    torch.testing.assert_close(summed.features(x), 64 * averaged.features(x))
+    with pytest.raises(ValueError, match="ResNetDiscriminator.pooling='max' is not valid: expected 'sum' or 'mean'"):
+        ResNetDiscriminator(pooling="max")

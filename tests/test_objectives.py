@@ -323,3 +323,15 @@ def test_gpu_count_skips_nvml_only_where_nvml_cannot_load():
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == ("1" if nvml_works else "0")
     if not nvml_works:  # no NVIDIA driver: still no GPU, now answered without retrying NVML
         assert not torch.cuda.is_available()
+
+
+def test_the_generator_update_draws_generator_batch_size_samples():
+    # SNGAN's code and WGAN-GP's CIFAR-10 ResNet script update G on 128 samples while D sees batches of 64.
+    pl.seed_everything(0)
+    module = make(NonSaturatingGAN, generator_batch_size=96)
+    sizes = []
+    module.generator.register_forward_hook(lambda network, inputs, output: sizes.append(inputs[0].shape[0]))
+    fit(module, RingGaussians(batch_size=32), generator_steps=2)
+    assert sizes == [32, 96, 32, 96]  # D's fakes as many as its real batch, G's update its own number
+    with pytest.raises(ValueError, match="model.generator_batch_size=0 is not valid: expected null"):
+        make(NonSaturatingGAN, generator_batch_size=0)

@@ -165,6 +165,7 @@ class OwnPenalty(Penalty):
     ({"options": {"feature_matching": True}}, "model.feature_matching=True"),
     ({"options": {"fused_adam": True}}, "model.fused_adam=True"),
     ({"options": {"unrolled_steps": 2}}, "model.unrolled_steps=2"),
+    ({"options": {"generator_batch_size": 64}}, "model.generator_batch_size=64"),
     ({"options": {"penalties": [OwnPenalty()]}}, "penalty OwnPenalty is not one of lit_gan.penalties"),
 ])
 def test_what_cannot_be_stacked_is_named(case, message):

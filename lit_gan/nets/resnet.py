@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -74,14 +76,19 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(FeatureDiscriminator):
-    """Down-blocks to 8x8 (first one optimised), two more blocks, ReLU, global sum pooling, linear.
+    """Down-blocks to 8x8 (first one optimised), two more blocks, ReLU, global pooling, linear.
 
     Spectral norm on every layer by default, as in SNGAN; weights initialised as SNGAN's code does.
+    ``pooling``: ``sum`` over the 8x8 positions as SNGAN's code, or ``mean`` as WGAN-GP's
+    ``gan_cifar_resnet.py`` (and mimicry's WGAN-GP), whose features are then 64 times smaller.
     """
 
-    def __init__(self, resolution: int = 32, channels: int = 3, width: int = 128, spectral_norm: bool = True):
+    def __init__(self, resolution: int = 32, channels: int = 3, width: int = 128, spectral_norm: bool = True,
+                 pooling: Literal["sum", "mean"] = "sum"):
         super().__init__()
         require_sizes("ResNetDiscriminator", channels=channels, width=width)
+        require(pooling in ("sum", "mean"), "ResNetDiscriminator.pooling", pooling, "'sum' or 'mean'")
+        self.pooling = pooling
         n = resnet_stages(resolution, "ResNetDiscriminator.resolution")
         self.input_shape = (channels, resolution, resolution)
         downs = max(n - 1, 1)  # 32 px: two downsampling blocks to 8x8, as in the paper
@@ -96,4 +103,5 @@ class ResNetDiscriminator(FeatureDiscriminator):
             with_spectral_norm(self)
 
     def features(self, x: Tensor) -> Tensor:
-        return F.relu(self.blocks(x)).sum(dim=(2, 3))
+        h = F.relu(self.blocks(x))
+        return h.sum(dim=(2, 3)) if self.pooling == "sum" else h.mean(dim=(2, 3))

@@ -208,6 +208,9 @@ class GANModule(pl.LightningModule):
     training length, evaluation, checkpoints and the logged x-axis all count
     it. Metrics reach the loggers every ``trainer.log_every_n_steps``
     generator iterations.
+
+    ``generator_batch_size`` sets how many samples G's update draws (default: as many as the real batch);
+    SNGAN's code and WGAN-GP's CIFAR-10 ResNet script draw twice D's batch (128 against 64).
     """
 
     def __init__(
@@ -219,6 +222,7 @@ class GANModule(pl.LightningModule):
         betas_d: tuple[float, float] = (0.5, 0.999),
         betas_g: tuple[float, float] = (0.5, 0.999),
         n_critic: int = 1,
+        generator_batch_size: Optional[int] = None,
         penalties: Sequence[Penalty] = (),
         lr_decay: Literal["constant", "linear"] = "constant",
         feature_matching: bool = False,
@@ -240,6 +244,8 @@ class GANModule(pl.LightningModule):
             require(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_number(b) and 0 <= b < 1 for b in betas),
                     f"model.{key}", betas, "two numbers in [0, 1)")
         require(_integer(n_critic) and n_critic >= 1, "model.n_critic", n_critic, "an integer >= 1")
+        require(generator_batch_size is None or (_integer(generator_batch_size) and generator_batch_size >= 1),
+                "model.generator_batch_size", generator_batch_size, "null (the data's batch size) or an integer >= 1")
         require(lr_decay in ("constant", "linear"), "model.lr_decay", lr_decay, "'constant' or 'linear'")
         require(not feature_matching or hasattr(discriminator, "features"), "model.feature_matching", True,
                 "a discriminator with features(x), e.g. any lit_gan.nets discriminator")
@@ -526,7 +532,7 @@ class GANModule(pl.LightningModule):
             if together is not None:  # made in the group's stack; None: the group is gone, make it here
                 count_step(optimizer)
                 return together
-        fake = self.generator(self.sample_noise(real.shape[0]))
+        fake = self.generator(self.sample_noise(self.hparams.generator_batch_size or real.shape[0]))
         with frozen(self.discriminator):
             if self.hparams.feature_matching:
                 loss = self.feature_matching_loss(real, fake)

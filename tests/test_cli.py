@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -297,3 +300,33 @@ def test_the_slurm_requeue_deferral_takes_the_signal_before_the_baseline_evaluat
                 *quiet_args(tmp_path)])
     names = [type(callback).__name__ for callback in cli.trainer.callbacks]
     assert names[0] == "DeferredSlurmRequeue" and "Evaluation" in names, names
+
+
+class SigusrAtTrainEnd(pl.Callback):
+    """Sends this process SIGUSR1 during on_train_end (after the deferral's own), as SLURM might during the
+    final evaluation, and notes whether the handler behind the deferral ran then."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        self.ran_at_once = bool(SIGUSR_CALLS)
+
+
+SIGUSR_CALLS: list[str] = []
+
+
+def test_a_requeue_signal_during_the_final_evaluation_is_deferred_too(tmp_path):
+    # The deferral gave Lightning's handler back at on_train_end, before the final evaluation and checkpoint
+    # (it is the first callback): a SIGUSR1 then ran it inside them, the DDP hang the deferral prevents.
+    def requeue(signum, frame):  # stands in for Lightning's SLURM handler
+        SIGUSR_CALLS.append("requeue")
+
+    previous = signal.signal(signal.SIGUSR1, requeue)
+    SIGUSR_CALLS.clear()
+    try:
+        cli = main(["--config", "configs/ring/nonsaturating.yaml", "--generator_steps=2", "--evaluation.num_samples=100",
+                    "--trainer.callbacks+=tests.test_cli.SigusrAtTrainEnd", *quiet_args(tmp_path)])
+        sender = next(c for c in cli.trainer.callbacks if isinstance(c, SigusrAtTrainEnd))
+        assert sender.ran_at_once is False and SIGUSR_CALLS == ["requeue"]  # once, after every on_train_end
+        assert signal.getsignal(signal.SIGUSR1) is requeue  # given back when training is over
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

@@ -20,8 +20,9 @@ class DeferredSlurmRequeue(Callback):
     Python handlers, while the rank that did run it waits in the checkpoint's
     barrier, and the job hangs until it is killed (seen with 2 CPU ranks).
     This callback keeps Lightning's handler but only records the signal; after
-    every training batch the ranks agree (one boolean all-reduce) whether any of
-    them got it, and then all call Lightning's handler at the same point.
+    every training batch, and once more after the final evaluation and checkpoint,
+    the ranks agree (one boolean all-reduce) whether any of them got it, and then
+    all call Lightning's handler at the same point.
     Without SLURM auto-requeue it does nothing.
     """
 
@@ -40,6 +41,9 @@ class DeferredSlurmRequeue(Callback):
         self.requested = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.requeue_if_asked(trainer)
+
+    def requeue_if_asked(self, trainer: pl.Trainer) -> None:
         if self.lightning_handler is None:
             return
         requested = self.requested
@@ -54,7 +58,12 @@ class DeferredSlurmRequeue(Callback):
         if "SLURM_JOB_ID" in os.environ:
             checkpoint[SLURM_JOB_KEY] = os.environ["SLURM_JOB_ID"]
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        if self.lightning_handler is not None:
+    def on_fit_end(self, trainer, pl_module) -> None:
+        # After every callback's on_train_end: the final evaluation and checkpoint are deferred too. A signal
+        # during them still requeues (the resumed job finds the run done), at one point on every rank.
+        self.requeue_if_asked(trainer)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self.lightning_handler is not None:  # (also after an exception, when on_fit_end is not called)
             signal.signal(signal.SIGUSR1, self.lightning_handler)
             self.lightning_handler = None

@@ -314,9 +314,9 @@ class SigusrAtTrainEnd(pl.Callback):
 SIGUSR_CALLS: list[str] = []
 
 
-def test_a_requeue_signal_during_the_final_evaluation_is_deferred_too(tmp_path):
-    # The deferral gave Lightning's handler back at on_train_end, before the final evaluation and checkpoint
-    # (it is the first callback): a SIGUSR1 then ran it inside them, the DDP hang the deferral prevents.
+def test_a_requeue_signal_during_the_final_evaluation_is_not_acted_on(tmp_path):
+    # The deferral gave the requeue handler back at its on_train_end, before the final evaluation and
+    # checkpoint (it is the first callback): a SIGUSR1 then ran it inside them, the DDP hang it prevents.
     def requeue(signum, frame):  # stands in for Lightning's SLURM handler
         SIGUSR_CALLS.append("requeue")
 
@@ -326,7 +326,37 @@ def test_a_requeue_signal_during_the_final_evaluation_is_deferred_too(tmp_path):
         cli = main(["--config", "configs/ring/nonsaturating.yaml", "--generator_steps=2", "--evaluation.num_samples=100",
                     "--trainer.callbacks+=tests.test_cli.SigusrAtTrainEnd", *quiet_args(tmp_path)])
         sender = next(c for c in cli.trainer.callbacks if isinstance(c, SigusrAtTrainEnd))
-        assert sender.ran_at_once is False and SIGUSR_CALLS == ["requeue"]  # once, after every on_train_end
+        assert sender.ran_at_once is False and SIGUSR_CALLS == []  # the run was finishing: recorded only
         assert signal.getsignal(signal.SIGUSR1) is requeue  # given back when training is over
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_finished_slurm_run_leaves_no_requeue_handler_behind(tmp_path, monkeypatch):
+    # Lightning puts back the handler from before the fit in its own teardown; the deferral's teardown then
+    # installed Lightning's requeue handler again, for a trainer that was done (a later SIGUSR1 would save
+    # through it and requeue a finished job).
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_ID": "123", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+                       "SLURM_NODEID": "0", "SLURM_JOB_NAME": "train"}.items():
+        monkeypatch.setenv(key, value)
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from lit_gan.callbacks.slurm import DeferredSlurmRequeue
+    from lit_gan.data import RingGaussians
+    from lit_gan.nets import MLPDiscriminator, MLPGenerator
+    from lit_gan.objectives import NonSaturatingGAN
+
+    before = signal.getsignal(signal.SIGUSR1)
+    taken = []
+
+    class Watch(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            taken.append(signal.getsignal(signal.SIGUSR1) == trainer.callbacks[0].record)
+
+    trainer = pl.Trainer(max_steps=optimizer_steps(2, 1), logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, enable_model_summary=False, accelerator="cpu", devices=1,
+                         callbacks=[DeferredSlurmRequeue(), Watch()], plugins=[SLURMEnvironment(auto_requeue=True)],
+                         default_root_dir=tmp_path)
+    trainer.fit(NonSaturatingGAN(MLPGenerator(width=16, depth=2), MLPDiscriminator(width=16, depth=2)), RingGaussians())
+    assert taken == [True, True]  # Lightning's handler was installed, and deferred during training
+    assert signal.getsignal(signal.SIGUSR1) == before

@@ -20,9 +20,9 @@ class DeferredSlurmRequeue(Callback):
     Python handlers, while the rank that did run it waits in the checkpoint's
     barrier, and the job hangs until it is killed (seen with 2 CPU ranks).
     This callback keeps Lightning's handler but only records the signal; after
-    every training batch, and once more after the final evaluation and checkpoint,
-    the ranks agree (one boolean all-reduce) whether any of them got it, and then
-    all call Lightning's handler at the same point.
+    every training batch the ranks agree (one boolean all-reduce) whether any of
+    them got it, and then all call Lightning's handler at the same point. A signal
+    after the last batch (final evaluation, checkpoint) is not acted on: the run is finishing.
     Without SLURM auto-requeue it does nothing.
     """
 
@@ -34,16 +34,13 @@ class DeferredSlurmRequeue(Callback):
         handler = signal.getsignal(signal.SIGUSR1)
         if not callable(handler) or handler is self.record:
             return  # no auto-requeue handler installed (not on SLURM, or auto_requeue=False)
-        self.lightning_handler = handler
+        self.lightning_handler, self.requested = handler, False
         signal.signal(signal.SIGUSR1, self.record)
 
     def record(self, signum, frame) -> None:
         self.requested = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.requeue_if_asked(trainer)
-
-    def requeue_if_asked(self, trainer: pl.Trainer) -> None:
         if self.lightning_handler is None:
             return
         requested = self.requested
@@ -58,12 +55,17 @@ class DeferredSlurmRequeue(Callback):
         if "SLURM_JOB_ID" in os.environ:
             checkpoint[SLURM_JOB_KEY] = os.environ["SLURM_JOB_ID"]
 
-    def on_fit_end(self, trainer, pl_module) -> None:
-        # After every callback's on_train_end: the final evaluation and checkpoint are deferred too. A signal
-        # during them still requeues (the resumed job finds the run done), at one point on every rank.
-        self.requeue_if_asked(trainer)
-
     def teardown(self, trainer, pl_module, stage: str) -> None:
-        if self.lightning_handler is not None:  # (also after an exception, when on_fit_end is not called)
+        # Kept through every callback's on_train_end: a signal during the final evaluation and checkpoint is
+        # recorded and not acted on (the run is finishing; acting inside them is the hang this class prevents).
+        self.give_back()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.give_back()  # (Lightning calls no teardown of callbacks after an exception)
+
+    def give_back(self) -> None:
+        # Lightning's own teardown, before a callback's, puts back the handler from before the fit: give back
+        # the one taken only where nothing did, never leaving a finished trainer's handler installed.
+        if self.lightning_handler is not None and signal.getsignal(signal.SIGUSR1) is self.record:
             signal.signal(signal.SIGUSR1, self.lightning_handler)
-            self.lightning_handler = None
+        self.lightning_handler = None

@@ -76,9 +76,9 @@ class Penalty:
         # argument (stored under its own name) that is not at its default, so that a checkpoint written when
         # this showed the weight alone still matches a penalty at its defaults.
         parameters = list(inspect.signature(type(self).__init__).parameters.values())[1:]
-        settings = [f"{p.name}={getattr(self, p.name)!r}" for p in parameters
-                    if p.name == "weight" or (hasattr(self, p.name) and getattr(self, p.name) != p.default)]
-        return f"{type(self).__name__}({', '.join(settings)})"
+        others = [f"{p.name}={getattr(self, p.name)!r}" for p in parameters
+                  if p.name != "weight" and hasattr(self, p.name) and getattr(self, p.name) != p.default]
+        return f"{type(self).__name__}({', '.join([f'weight={self.weight!r}', *others])})"
 
 
 class GradientPenalty(Penalty):

@@ -9,13 +9,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def commit() -> str:
-    """The checked-out commit, with ``+ uncommitted changes`` when code differs from it (docs/ aside: the
-    benchmarks and studies write there); ``unknown`` outside a git checkout (an installed package)."""
+    """The checked-out commit, with ``+ uncommitted changes`` when files differ from it or are new (docs/
+    aside: the benchmarks and studies write there); ``unknown`` where lit-gan is not a checkout of its own
+    (an installed package, even one inside another project's repository)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)docs"], cwd=ROOT,
-                                 capture_output=True).returncode
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != ROOT:
+            return "unknown"
+        head = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--", ".", ":(exclude)docs")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + (" + uncommitted changes" if changed else "")

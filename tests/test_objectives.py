@@ -335,3 +335,13 @@ def test_the_generator_update_draws_generator_batch_size_samples():
     assert sizes == [32, 96, 32, 96]  # D's fakes as many as its real batch, G's update its own number
     with pytest.raises(ValueError, match="model.generator_batch_size=0 is not valid: expected null"):
         make(NonSaturatingGAN, generator_batch_size=0)
+
+
+def test_numpy_numbers_are_accepted_and_a_huge_integer_is_no_crash():
+    import numpy as np
+
+    module = make(NonSaturatingGAN, lr_d=np.float32(1e-3), ema_start=np.int64(5), betas_d=(np.float64(0.5), 0.9))
+    assert module.hparams.ema_start == 5
+    make(NonSaturatingGAN, ema_start=10**400)  # math.isfinite overflowed on it
+    with pytest.raises(ValueError, match="model.gradient_penalty_weight='1' is not valid"):
+        make(WGANGP, gradient_penalty_weight="1")  # was a TypeError

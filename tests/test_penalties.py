@@ -82,3 +82,16 @@ def test_a_penalty_shows_every_setting_a_resume_compares():
     assert repr(DRAGANPenalty(10.0, perturbation=5.0)) == "DRAGANPenalty(weight=10.0, perturbation=5.0)"
     # At their defaults as a checkpoint of an earlier version wrote them, so that those still resume.
     assert repr(GradientPenalty(10.0)) == "GradientPenalty(weight=10.0)" and repr(R1Penalty(1.0)) == "R1Penalty(weight=1.0)"
+
+
+def test_a_penalty_of_ones_own_shows_its_weight_whatever_its_constructor():
+    class Forwarding(R1Penalty):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    class Gamma(R1Penalty):
+        def __init__(self, gamma: float = 1.0):
+            super().__init__(weight=gamma)
+
+    # Without a parameter named weight it was left out: a resume with another weight went unnoticed.
+    assert repr(Forwarding(5.0)) == "Forwarding(weight=5.0)" and repr(Gamma(3.0)) == "Gamma(weight=3.0)"

@@ -316,3 +316,31 @@ def test_a_run_resumed_from_an_earlier_checkpoint_drops_the_abandoned_evaluation
                     "--trainer.callbacks+=tests.test_resume.EvaluationFileAtFirstBatch"])
     watcher = next(c for c in resumed.trainer.callbacks if isinstance(c, EvaluationFileAtFirstBatch))
     assert watcher.steps == [0, 2, 4]  # not 6 and 8 of the trajectory it left
+
+
+class CtrlCOnceAtIterationThree(NonSaturatingGAN):
+    def after_discriminator_step(self) -> None:
+        if self.generator_step == 2:
+            next(c for c in self.trainer.callbacks if isinstance(c, GeneratorCheckpoint))._interrupt(signal.SIGINT, None)
+
+
+def test_a_checkpoint_callback_used_for_a_second_fit_starts_without_the_first_ones_stop(tmp_path):
+    # A notebook: one fit stopped cleanly by Ctrl-C, the next (same callback) stopped by a double Ctrl-C. The first
+    # stop's flag was never cleared, so the second saved its mid-iteration state as if cleanly stopped.
+    from lightning.pytorch import Trainer
+
+    from lit_gan.data import GridGaussians
+    from lit_gan.nets import MLPDiscriminator, MLPGenerator
+
+    checkpoint = GeneratorCheckpoint(every_n_generator_steps=4, dirpath=str(tmp_path))
+
+    def fit(objective):
+        trainer = Trainer(max_steps=optimizer_steps(8, 1), logger=False, enable_progress_bar=False,
+                          enable_model_summary=False, callbacks=[checkpoint], default_root_dir=tmp_path)
+        with pytest.raises(SystemExit):  # Lightning's exit after a KeyboardInterrupt
+            trainer.fit(objective(MLPGenerator(width=16, depth=2), MLPDiscriminator(width=16, depth=2)), GridGaussians())
+
+    fit(CtrlCOnceAtIterationThree)
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["gan_clock"]["generator_step"] == 3
+    fit(CtrlCTwiceAfterDiscriminatorStep)  # saves at 4, stopped at once inside iteration 6
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["gan_clock"]["generator_step"] == 4

@@ -246,3 +246,14 @@ def test_a_photo_with_an_exif_orientation_is_read_upright(tmp_path):
     image = ImageFolder(root=str(tmp_path), resolution=16, channels=1, batch_size=1).train_dataset()[0][0]
     assert image.shape == (16, 16)
     assert (image[:, 1:] == image[:, :1]).all() and (image[1:, 0] > image[:-1, 0]).all()  # varies down, not across
+
+
+def test_an_image_whose_exif_block_is_malformed_is_skipped_by_the_scan(tmp_path):
+    # Pixels fine, EXIF not: the scan passed it and the first batch holding it crashed the run.
+    write_pngs(tmp_path, 3, "L", size=(8, 8))
+    Image.new("L", (8, 8)).save(tmp_path / "bad_exif.png", exif=b"garbage")
+    datamodule = ImageFolder(root=str(tmp_path), resolution=8, channels=1, batch_size=4, num_workers=0)
+    with pytest.warns(UserWarning, match=r"skipping 1 unreadable file\(s\) of 4 \(bad_exif.png\)"):
+        files = datamodule.files()
+    assert sorted(f.name for f in files) == ["L_0.png", "L_1.png", "L_2.png"]
+    assert [tuple(image.shape) for image in datamodule.train_dataset()] == [(1, 8, 8)] * 3

@@ -82,6 +82,7 @@ class GeneratorCheckpoint(Callback):
         self.mode = goal
 
     def on_train_start(self, trainer, pl_module) -> None:
+        self.interrupted = self.stopping_cleanly = False  # (one callback may serve a second fit, in a notebook)
         # Ctrl-C lands anywhere in an iteration (between D's step and the clock, inside Adam's update, in a
         # seed group while member 0 writes this run's weights), where a saved state would not resume exactly:
         # take it at the end of the iteration, as Lightning takes SIGTERM. A second Ctrl-C stops at once.

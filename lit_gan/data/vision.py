@@ -212,12 +212,13 @@ class FolderDataset(Dataset):
 
 def unreadable(path: Path) -> str | None:
     """Why PIL cannot read ``path`` (not an image, corrupt, truncated), or None when it can."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as image:
             image.verify()  # structure and checksums, without decoding every pixel
         with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)  # as training reads it: a malformed EXIF block fails here
             for mode in ("L", "RGB"):  # decodable is not enough: the transform must convert it (LAB cannot)
                 ToMode(mode)(image)
     except Exception as error:  # PIL raises several types (UnidentifiedImageError, OSError, SyntaxError ...)
@@ -290,7 +291,7 @@ class ImageFolder(InceptionScoredImages):
         """Unreadable files and why; decoding every image is slow, so the answer is cached per folder state."""
         from lit_gan.metrics.digits import cache_directory
 
-        cache = cache_directory() / f"folder-scan-v3-{self.fingerprint(files)}.json"
+        cache = cache_directory() / f"folder-scan-v4-{self.fingerprint(files)}.json"  # v4: EXIF read too
         try:  # paths relative to the folder: the same however the root is spelled
             cached = json.loads(cache.read_text())
         except (OSError, ValueError):  # missing, or unreadable (torn by a crash, an older writer): scanned again

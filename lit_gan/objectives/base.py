@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import random
 import warnings
 from typing import Callable, Iterator, Literal, Optional, Sequence
@@ -154,13 +155,15 @@ def count_step(optimizer) -> None:
     optimizer._on_after_step()
 
 
-def _number(value) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def is_finite_number(value) -> bool:
+    """A finite real number: an int or a float, NumPy's included, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return isinstance(value, numbers.Integral) or math.isfinite(value)  # (isfinite overflows on huge ints)
 
 
-def _integer(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _floats(betas) -> tuple[float, float]:
@@ -239,31 +242,32 @@ class GANModule(pl.LightningModule):
                 "a network with a `latent_dim` attribute (the size of z)")
         # (The command line checks types; these also keep Python callers from a TypeError or a silent float.)
         for key, lr in (("lr_d", lr_d), ("lr_g", lr_g)):
-            require(_number(lr) and lr > 0, f"model.{key}", lr, "a learning rate > 0")
+            require(is_finite_number(lr) and lr > 0, f"model.{key}", lr, "a learning rate > 0")
         for key, betas in (("betas_d", betas_d), ("betas_g", betas_g)):
-            require(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(_number(b) and 0 <= b < 1 for b in betas),
-                    f"model.{key}", betas, "two numbers in [0, 1)")
-        require(_integer(n_critic) and n_critic >= 1, "model.n_critic", n_critic, "an integer >= 1")
-        require(generator_batch_size is None or (_integer(generator_batch_size) and generator_batch_size >= 1),
+            require(isinstance(betas, (list, tuple)) and len(betas) == 2
+                    and all(is_finite_number(b) and 0 <= b < 1 for b in betas), f"model.{key}", betas,
+                    "two numbers in [0, 1)")
+        require(is_integer(n_critic) and n_critic >= 1, "model.n_critic", n_critic, "an integer >= 1")
+        require(generator_batch_size is None or (is_integer(generator_batch_size) and generator_batch_size >= 1),
                 "model.generator_batch_size", generator_batch_size, "null (the data's batch size) or an integer >= 1")
         require(lr_decay in ("constant", "linear"), "model.lr_decay", lr_decay, "'constant' or 'linear'")
         require(not feature_matching or hasattr(discriminator, "features"), "model.feature_matching", True,
                 "a discriminator with features(x), e.g. any lit_gan.nets discriminator")
-        require(_number(historical_averaging) and historical_averaging >= 0, "model.historical_averaging",
+        require(is_finite_number(historical_averaging) and historical_averaging >= 0, "model.historical_averaging",
                 historical_averaging, "a weight >= 0")
-        require(_integer(unrolled_steps) and unrolled_steps >= 0, "model.unrolled_steps", unrolled_steps,
+        require(is_integer(unrolled_steps) and unrolled_steps >= 0, "model.unrolled_steps", unrolled_steps,
                 "an integer >= 0")
         require(not (feature_matching and unrolled_steps), "model.unrolled_steps", unrolled_steps,
                 "0 when feature_matching is on (the two replace the generator loss in different ways)")
         require(not (unrolled_steps and (penalties or historical_averaging)), "model.unrolled_steps", unrolled_steps,
                 UNROLLED_ALONE)
-        require(_number(instance_noise) and instance_noise >= 0, "model.instance_noise", instance_noise,
+        require(is_finite_number(instance_noise) and instance_noise >= 0, "model.instance_noise", instance_noise,
                 "a standard deviation >= 0")
-        require(instance_noise_steps is None or (_integer(instance_noise_steps) and instance_noise_steps >= 1),
+        require(instance_noise_steps is None or (is_integer(instance_noise_steps) and instance_noise_steps >= 1),
                 "model.instance_noise_steps", instance_noise_steps, "null (the whole run) or an integer >= 1")
-        require(ema_decay is None or (_number(ema_decay) and 0 <= ema_decay < 1), "model.ema_decay", ema_decay,
+        require(ema_decay is None or (is_finite_number(ema_decay) and 0 <= ema_decay < 1), "model.ema_decay", ema_decay,
                 "null (off) or a number in [0, 1)")
-        require(_integer(ema_start) and ema_start >= 0, "model.ema_start", ema_start, "an integer >= 0")
+        require(is_integer(ema_start) and ema_start >= 0, "model.ema_start", ema_start, "an integer >= 0")
         self.save_hyperparameters(ignore=["generator", "discriminator", "penalties"])
         self.automatic_optimization = False
         self.generator = generator

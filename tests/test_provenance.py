@@ -1,0 +1,49 @@
+"""The commit a number was measured at: a checkout's own, or unknown."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def provenance_in(package_parent: Path):
+    """lit_gan/provenance.py copied to ``package_parent/lit_gan/``, imported from there."""
+    (package_parent / "lit_gan").mkdir(parents=True)
+    shutil.copy(ROOT / "lit_gan" / "provenance.py", package_parent / "lit_gan" / "provenance.py")
+    spec = importlib.util.spec_from_file_location("copied_provenance", package_parent / "lit_gan" / "provenance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def git(folder: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=folder, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_a_checkout_names_its_commit_and_new_files_mark_it_changed(tmp_path):
+    module = provenance_in(tmp_path)
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-qm", "first")
+    head = git(tmp_path, "rev-parse", "--short", "HEAD")
+    assert module.commit() == head
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "RESULTS.md").write_text("written by a study")
+    assert module.commit() == head  # docs/ is where results are written
+    (tmp_path / "lit_gan" / "new_objective.py").write_text("")
+    assert module.commit() == f"{head} + uncommitted changes"  # a new module changes the code (was unnoticed)
+
+
+def test_an_installed_copy_inside_another_repository_is_unknown(tmp_path):
+    # A virtual environment inside a project's checkout: git answered with the project's commit.
+    git(tmp_path, "init", "-q")
+    (tmp_path / "README").write_text("someone else's project")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-qm", "theirs")
+    module = provenance_in(tmp_path / ".venv" / "site-packages")
+    assert module.commit() == "unknown"

@@ -85,7 +85,7 @@ def test_run_directory_holds_config_evaluation_and_a_loadable_checkpoint(finishe
     names = sorted(p.name for p in (directory / "checkpoints").iterdir())
     assert names == ["generator_step=0000020.ckpt", "generator_step=0000040.ckpt", "last.ckpt"]  # no .tmp left
     checkpoint = torch.load(directory / "checkpoints" / "last.ckpt", weights_only=False)
-    assert checkpoint["gan_clock"] == {"generator_step": 40, "discriminator_step": 40}
+    assert checkpoint["gan_clock"] == {"generator_step": 40, "discriminator_step": 40, "run_length": 40}
     restored = copy.deepcopy(cli.model)
     for parameter in restored.parameters():
         parameter.data.zero_()

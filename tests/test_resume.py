@@ -30,7 +30,8 @@ def test_resuming_from_a_mid_run_checkpoint_reproduces_the_uninterrupted_run(tmp
     run_id = uninterrupted.trainer.logger.version
     run_dir = tmp_path / "lit-gan" / run_id
     midway = run_dir / "checkpoints" / "generator_step=0000006.ckpt"
-    assert torch.load(midway, weights_only=False)["gan_clock"] == {"generator_step": 6, "discriminator_step": 30}
+    assert torch.load(midway, weights_only=False)["gan_clock"] == {"generator_step": 6, "discriminator_step": 30,
+                                                                   "run_length": 12}
     history_before = json.loads((run_dir / "evaluation.json").read_text())
 
     resumed = main([*ARGS, *quiet_args(tmp_path), f"--ckpt_path={midway}"])
@@ -183,7 +184,8 @@ SLURM_JOB = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "lit-gan", "SLURM_JOB_ID": "
 
 def test_a_requeued_slurm_job_resumes_its_own_requeue_checkpoint_over_the_ckpt_path_it_was_given(
         tmp_path, monkeypatch, capsys):
-    first = main([*ARGS, *quiet_args(tmp_path)])
+    # 14 iterations (ARGS' linear decay is laid over the run's length, which a resume must keep).
+    first = main([*ARGS[:2], "--generator_steps=14", *ARGS[3:], *quiet_args(tmp_path)])
     checkpoints = tmp_path / "lit-gan" / first.trainer.logger.version / "checkpoints"
     # What Lightning leaves in the job's folder at SIGUSR1 (saved at iteration 12, inside job 42).
     requeue = torch.load(checkpoints / "generator_step=0000012.ckpt", weights_only=True) | {"slurm_job_id": "42"}

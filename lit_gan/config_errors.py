@@ -96,9 +96,21 @@ def _innermost(message: str) -> str:
                                 lines[start + 1:]))
 
 
+def nested_keys(message: str) -> list[str]:
+    """The keys of the first error's path, outermost first: each deeper than the last. A key repeated at one
+    depth is another branch's report of the same problem (a logger is tried as one and as a list of them)."""
+    keys, depth = [], -1
+    for line in message.splitlines():
+        found = re.search(r'Parser key "([^"]+)"', line)
+        if found and len(line) - len(line.lstrip()) > depth:
+            keys.append(found.group(1))
+            depth = len(line) - len(line.lstrip())
+    return keys
+
+
 def concise(message: str) -> str:
     """The sentence to show for a jsonargparse error ``message`` (the message itself when no rule applies)."""
-    keys = re.findall(r'Parser key "([^"]+)"', message)
+    keys = nested_keys(message)
     classes = re.findall(r"Problem with given class_path '([^']+)'", message)
     if not keys:
         return message

@@ -36,3 +36,12 @@ def test_a_wrong_value_fails_in_one_sentence(capsys, tmp_path, override, expecte
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0] == f"error: {expected}"
     assert len(lines) == 2 and lines[1].startswith("tip: ")
+
+
+def test_a_wrong_logger_value_names_its_key_once(capsys, tmp_path):
+    # jsonargparse tries the logger as one and as a list of loggers, and reports the key in both: it was joined
+    # into trainer.logger.init_args.offline.init_args.offline.
+    with pytest.raises(SystemExit):
+        main(["--config", "configs/quickstart.yaml", *quiet_args(tmp_path), "--trainer.logger.init_args.offline=maybe"])
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "error: trainer.logger.init_args.offline=maybe is not valid: expected true or false")

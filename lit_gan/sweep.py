@@ -149,6 +149,10 @@ def command_problems(sweep: dict) -> list[str]:
         return problems + ["command must end with ${args}, after --config FILE (the agent's flags go there)"]
     if "${program}" not in command:
         problems.append("command must contain ${program}")
+    after = command[command.index("${args}") + 1:]
+    if after:
+        problems.append(f"command must end with ${{args}}, but {' '.join(after)} follows it (it would override the "
+                        "sweep's values)")
     before = command[: command.index("${args}")]
     configs = [before[i + 1] for i, token in enumerate(before[:-1]) if token == "--config"]
     configs += [token.split("=", 1)[1] for token in before if token.startswith("--config=")]  # one token, as the CLI takes
@@ -173,7 +177,9 @@ def check_sweep(path: Path | str, draws: int = 3) -> list[list[str]]:
         parameter_sets = generated_parameters(sweep, draws)
     except ValueError as error:
         raise SweepError(path, [str(error)]) from None
-    from lit_gan.callbacks.evaluation import evaluation_goals  # imports torch: only once the file is sound
+    from lightning.pytorch.loggers import WandbLogger  # (imports torch: only once the file is sound)
+
+    from lit_gan.callbacks.evaluation import evaluation_goals
 
     commands, failures = [], {}  # error -> the parameter sets it came from (a misspelt key fails every one)
     for parameters in parameter_sets:
@@ -185,6 +191,9 @@ def check_sweep(path: Path | str, draws: int = 3) -> list[list[str]]:
             failures.setdefault(str(error), []).append(parameters)
             continue
         commands.append(line)
+        if not any(isinstance(logger, WandbLogger) and not logger._offline for logger in cli.trainer.loggers):
+            problems.append("the runs do not report to the W&B server, so the sweep never sees its metric: expected "
+                            "--trainer.logger.init_args.offline=false before ${args}")
         logged = evaluation_goals(cli.datamodule, cli.model)
         if logged is None:  # a datamodule of one's own without metric_goals: the metric is the user's to get right
             continue

@@ -19,7 +19,8 @@ from lit_gan.wandb_offline import find_run_file, read_run
 from tests.conftest import ROOT, quiet_args
 
 SWEEPS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "sweeps").glob("*.yaml"))
-COMMAND = ["${env}", "${interpreter}", "${program}", "--config", "configs/grid/wgan_gp.yaml", "${args}"]
+COMMAND = ["${env}", "${interpreter}", "${program}", "--config", "configs/grid/wgan_gp.yaml",
+           "--trainer.logger.init_args.offline=false", "${args}"]
 
 
 def test_there_are_the_sweeps_researchers_asked_for():
@@ -116,7 +117,18 @@ def test_the_ema_generators_scores_are_valid_metrics_only_with_an_ema(tmp_path):
 def test_the_command_must_put_config_before_args_and_run_train_py(tmp_path):
     swapped = ["${env}", "${interpreter}", "${program}", "${args}", "--config", "configs/grid/wgan_gp.yaml"]
     assert problems(write_sweep(tmp_path, command=swapped)) == [
+        "command must end with ${args}, but --config configs/grid/wgan_gp.yaml follows it (it would override the "
+        "sweep's values)",
         "command must name --config FILE before ${args}, so the sweep's values override the file"]
+    # A flag after ${args} overrode the swept value silently (it was reported ok).
+    trailing = [*COMMAND, "--model.init_args.n_critic=1"]
+    assert problems(write_sweep(tmp_path, command=trailing)) == [
+        "command must end with ${args}, but --model.init_args.n_critic=1 follows it (it would override the sweep's "
+        "values)"]
+    offline = [token for token in COMMAND if "offline" not in token]  # the configs log offline by default
+    assert problems(write_sweep(tmp_path, command=offline)) == [
+        "the runs do not report to the W&B server, so the sweep never sees its metric: expected "
+        "--trainer.logger.init_args.offline=false before ${args}"]
     assert problems(write_sweep(tmp_path, program="main.py")) == ["program='main.py' is not valid: expected 'train.py'"]
     missing = [*COMMAND[:4], "configs/grid/nope.yaml", "${args}"]
     assert problems(write_sweep(tmp_path, command=missing)) == [
@@ -130,7 +142,7 @@ class OwnGrid(GridGaussians):
 
 
 def test_config_as_one_token_and_a_datamodule_of_ones_own_are_accepted(tmp_path):
-    one_token = ["${env}", "${interpreter}", "${program}", "--config=configs/grid/wgan_gp.yaml", "${args}"]
+    one_token = ["${env}", "${interpreter}", "${program}", "--config=configs/grid/wgan_gp.yaml", *COMMAND[-2:]]
     assert len(check_sweep(write_sweep(tmp_path, command=one_token))) == 2
     own = [*COMMAND[:-1], "--data.class_path=tests.test_sweeps.OwnGrid", "${args}"]
     assert len(check_sweep(write_sweep(tmp_path, command=own, metric={"name": "eval/anything"}))) == 2

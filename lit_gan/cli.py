@@ -72,6 +72,13 @@ LIGHTNING_MESSAGES = LightningMessages()
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(LIGHTNING_MESSAGES)
 
 
+def wandb_logger_configs(config) -> list:
+    """The W&B loggers of a parsed config's ``trainer.logger``: one logger, or a list of them."""
+    loggers = config.trainer.logger
+    return [logger for logger in (loggers if isinstance(loggers, list) else [loggers])
+            if str(getattr(logger, "class_path", "")).endswith("WandbLogger")]
+
+
 class LoggedConfig(SaveConfigCallback):
     """Writes the full resolved config into the run directory and into every logger's hyperparameters.
 
@@ -87,8 +94,7 @@ class LoggedConfig(SaveConfigCallback):
         config = self.config.clone()
         config.trainer.max_steps = None
         config.ckpt_path = None
-        logger = config.trainer.logger
-        if getattr(logger, "class_path", "").endswith("WandbLogger"):
+        for logger in wandb_logger_configs(config):
             logger.init_args.id, logger.init_args.resume = None, None
         text = self.parser.dump(config, skip_none=False)
         directory = run_directory(trainer)
@@ -188,8 +194,7 @@ class LitGANCLI(LightningCLI):
         except Exception as error:  # a truncated or foreign file: say so before Lightning fails deep inside
             self.parser.error(f"ckpt_path={path} is not valid: expected a lit-gan checkpoint, but it cannot be "
                               f"read ({type(error).__name__}: {error})")
-        logger = config.trainer.logger
-        if run_id and getattr(logger, "class_path", "").endswith("WandbLogger"):
+        for logger in wandb_logger_configs(config) if run_id else []:
             if logger.init_args.get("id") in (None, run_id):
                 logger.init_args.id = run_id
                 logger.init_args.resume = "allow"

@@ -346,3 +346,19 @@ def test_a_checkpoint_callback_used_for_a_second_fit_starts_without_the_first_on
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["gan_clock"]["generator_step"] == 3
     fit(CtrlCTwiceAfterDiscriminatorStep)  # saves at 4, stopped at once inside iteration 6
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["gan_clock"]["generator_step"] == 4
+
+
+def test_a_run_logging_to_a_list_of_loggers_resumes_its_wandb_run_and_folder(tmp_path):
+    # With W&B and a CSV logger the resumed run started a new W&B run in a new folder (only one logger was read).
+    loggers = ("--trainer.logger=[{class_path: lightning.pytorch.loggers.WandbLogger, init_args: {project: lit-gan, "
+               f"offline: true, save_dir: '{tmp_path}'}}}}, {{class_path: lightning.pytorch.loggers.CSVLogger, "
+               f"init_args: {{save_dir: '{tmp_path / 'csv'}'}}}}]")
+    args = ["--config", "configs/ring/nonsaturating.yaml", "--evaluation.num_samples=100",
+            "--checkpoint.every_n_generator_steps=2", "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}", loggers]
+    first = main([*args, "--generator_steps=2"])
+    run_id = first.trainer.loggers[0].version
+    resumed = main([*args, "--generator_steps=4",
+                    f"--ckpt_path={run_directory(first.trainer) / 'checkpoints' / 'last.ckpt'}"])
+    assert resumed.trainer.loggers[0].version == run_id and resumed.model.generator_step == 4
+    assert run_directory(resumed.trainer) == run_directory(first.trainer)

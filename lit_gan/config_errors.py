@@ -164,7 +164,12 @@ class ConciseParser(LightningArgumentParser):
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def parse_args(self, args=None, *rest, **kwargs):
-        for token in sys.argv[1:] if args is None else args if isinstance(args, (list, tuple)) else ():
+        if args is None or isinstance(args, (list, tuple)):
+            # W&B's sweep agent writes a null value as Python's None, which jsonargparse would take for the text
+            # "None" (refused as a number, a folder named None for a path): it means null.
+            args = [re.sub(r"^(--[\w.]+)=None$", r"\1=null", str(token)) for token in
+                    (sys.argv[1:] if args is None else args)]
+        for token in args if isinstance(args, list) else ():
             indexed = re.fullmatch(r"--(([\w.]+?)\.\d+(?:\.[\w.]+)?)(?:=(.*))?", str(token), re.S)
             if indexed:  # jsonargparse turns betas_d.0=0.1 into betas_d=[0.0, 0.1], and fails on list items
                 key, name, value = indexed.groups()

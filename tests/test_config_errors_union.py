@@ -45,3 +45,11 @@ def test_a_wrong_logger_value_names_its_key_once(capsys, tmp_path):
         main(["--config", "configs/quickstart.yaml", *quiet_args(tmp_path), "--trainer.logger.init_args.offline=maybe"])
     assert capsys.readouterr().err.splitlines()[0] == (
         "error: trainer.logger.init_args.offline=maybe is not valid: expected true or false")
+
+
+def test_none_as_wandbs_agent_writes_null_means_null(tmp_path):
+    # The agent wrote ema_decay=None (refused: "expected a number or null") and dirpath=None (a folder "None").
+    cli = main(["--config", "configs/quickstart.yaml", *quiet_args(tmp_path), "--generator_steps=1",
+                "--trainer.logger=false", "--model.init_args.ema_decay=0.9", "--model.init_args.ema_decay=None",
+                "--checkpoint.dirpath=None"])
+    assert cli.model.hparams.ema_decay is None and cli.config.checkpoint.dirpath is None

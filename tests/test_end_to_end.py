@@ -72,6 +72,9 @@ def test_config_and_summary_are_recorded(finished_run):
     cli, run, _ = finished_run
     assert run["config"]["model"]["class_path"] == "lit_gan.objectives.NonSaturatingGAN"
     assert run["config"]["generator_steps"] == 40
+    # The model's settings once, under model.init_args (Lightning also logged them flat, with _instantiator).
+    assert run["config"]["model"]["init_args"]["lr_d"] == cli.model.hparams.lr_d
+    assert not {"lr_d", "n_critic", "_instantiator"} & set(run["config"])
     assert run["summary"]["generator_step"] == 40
     assert run["summary"]["eval/modes"] == evaluation_callback(cli.trainer).latest["eval/modes"]
 

@@ -268,7 +268,9 @@ class GANModule(pl.LightningModule):
         require(ema_decay is None or (is_finite_number(ema_decay) and 0 <= ema_decay < 1), "model.ema_decay", ema_decay,
                 "null (off) or a number in [0, 1)")
         require(is_integer(ema_start) and ema_start >= 0, "model.ema_start", ema_start, "an integer >= 0")
-        self.save_hyperparameters(ignore=["generator", "discriminator", "penalties"])
+        # In checkpoints (a resume compares them), not in the loggers: they get the whole config (LoggedConfig),
+        # where these flat copies (and Lightning's _instantiator) would repeat model.init_args.
+        self.save_hyperparameters(ignore=["generator", "discriminator", "penalties"], logger=False)
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator

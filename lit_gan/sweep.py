@@ -87,7 +87,8 @@ def agent_command(sweep: dict, parameters: dict) -> list[str]:
 
 
 def generated_parameters(sweep: dict, draws: int = 3) -> list[dict]:
-    """Parameter sets from W&B's engine: the whole grid, or ``draws`` suggestions of a random/bayes search.
+    """Parameter sets from W&B's engine: the whole grid, or ``draws`` suggestions of a random/bayes search
+    and then one set per item of a ``values`` list that no draw took.
 
     A bayes search is fed each suggestion back as a finished run (with a metric value that gets
     worse run by run), so later draws come from its fitted model, not only from the prior.
@@ -107,6 +108,13 @@ def generated_parameters(sweep: dict, draws: int = 3) -> list[dict]:
         found.append({key: plain(entry["value"]) for key, entry in run.config.items()})
     if len(found) > MAX_GRID:
         raise ValueError(f"the grid has more than {MAX_GRID} runs; split it or use method: random")
+    if sweep.get("method") != "grid" and found:
+        # A few draws leave most items of a values list untried: each untried one gets a set of its own (the
+        # first draw with that item swapped in), so a bad item is found before a cluster job draws it.
+        for key, spec in (sweep.get("parameters") or {}).items():
+            for value in spec.get("values", []) if isinstance(spec, dict) and key in found[0] else []:
+                if all(parameters[key] != value for parameters in found):
+                    found.append({**found[0], key: plain(value)})
     return found
 
 

@@ -93,6 +93,17 @@ def test_a_sweep_naming_an_unknown_parameter_is_caught_before_any_job_runs(tmp_p
     assert "did you mean lr_d?" in problem
 
 
+def test_every_item_of_a_values_list_is_tried_in_a_random_search(tmp_path):
+    # Three draws of six items left most untried: n_critic=0 last in the list passed the check.
+    path = write_sweep(tmp_path, method="random", parameters={
+        "model.init_args.n_critic": {"values": [1, 2, 3, 4, 5, 0]},
+        "model.init_args.lr_d": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-3}})
+    sets = generated_parameters(load_sweep(path), draws=3)
+    assert {s["model.init_args.n_critic"] for s in sets} == {0, 1, 2, 3, 4, 5} and len(sets) <= 3 + 6
+    (problem,) = problems(path)
+    assert "'model.init_args.n_critic': 0" in problem
+
+
 def test_a_value_our_cli_refuses_is_caught(tmp_path):
     path = write_sweep(tmp_path, parameters={"model.init_args.n_critic": {"values": [5, 0]}})
     (problem,) = problems(path)

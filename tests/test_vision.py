@@ -257,3 +257,15 @@ def test_an_image_whose_exif_block_is_malformed_is_skipped_by_the_scan(tmp_path)
         files = datamodule.files()
     assert sorted(f.name for f in files) == ["L_0.png", "L_1.png", "L_2.png"]
     assert [tuple(image.shape) for image in datamodule.train_dataset()] == [(1, 8, 8)] * 3
+
+
+def test_a_dark_16_bit_pgm_is_scaled_by_its_declared_depth(tmp_path):
+    import numpy as np
+
+    # maxval 65535 with every value <= 255: nearly black, but it read as a bright 8-bit image (the depth was
+    # guessed from the values, as for a file that declares none).
+    values = (np.arange(64).reshape(8, 8) * 4).astype(">u2")
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "dark.pgm").write_bytes(b"P5\n8 8\n65535\n" + values.tobytes())
+    image = ImageFolder(root=str(tmp_path), resolution=8, channels=1, batch_size=1).train_dataset()[0]
+    assert image.max() < -0.99  # 252 / 65535 of the way from black: -1 after 8-bit rounding

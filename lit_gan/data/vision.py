@@ -45,8 +45,8 @@ class ToMode:
 
         if image.mode in ("I", "F") or image.mode.startswith("I;16"):
             pixels = np.asarray(image, dtype=np.float64)
-            if image.mode.startswith("I;16"):
-                top = 65535.0  # declared 16-bit
+            if image.mode.startswith("I;16") or image.format == "PPM":
+                top = 65535.0  # declared 16-bit (Pillow scales a Netpbm file's maxval above 255 to 65535)
             elif image.mode == "F" and pixels.max() <= 1:
                 top = 1.0  # floats in [0, 1]
             else:  # 32-bit integers or floats, depth not declared: the smallest usual full scale that holds them
@@ -202,23 +202,31 @@ class FolderDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> Tensor:
-        from PIL import Image, ImageOps
+        from PIL import Image
 
         with Image.open(self.files[i]) as image:
-            # Upright as image viewers show it: a camera stores a portrait photo as landscape pixels plus an
-            # EXIF orientation tag, which decoding alone ignores.
-            return self.transform(ImageOps.exif_transpose(image))
+            return self.transform(upright(image))
+
+
+def upright(image):
+    """``image`` as image viewers show it: a camera stores a portrait photo as landscape pixels plus an EXIF
+    orientation tag, which decoding alone ignores. The file's format is kept (:class:`ToMode` reads it)."""
+    from PIL import ImageOps
+
+    turned = ImageOps.exif_transpose(image)
+    turned.format = image.format
+    return turned
 
 
 def unreadable(path: Path) -> str | None:
     """Why PIL cannot read ``path`` (not an image, corrupt, truncated), or None when it can."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     try:
         with Image.open(path) as image:
             image.verify()  # structure and checksums, without decoding every pixel
         with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)  # as training reads it: a malformed EXIF block fails here
+            image = upright(image)  # as training reads it: a malformed EXIF block fails here
             for mode in ("L", "RGB"):  # decodable is not enough: the transform must convert it (LAB cannot)
                 ToMode(mode)(image)
     except Exception as error:  # PIL raises several types (UnidentifiedImageError, OSError, SyntaxError ...)

@@ -204,3 +204,24 @@ def test_a_scatter_plot_title_with_every_score_fits_the_figure(tmp_path, monkeyp
     scatter_over_modes(torch.randn(100, 2), GridGaussians().centers, tmp_path / "plot.png", title)
     (left, right, width), = titles
     assert 0 <= left and right <= width
+
+
+def test_a_scatter_plot_counts_the_samples_outside_its_frame(tmp_path, monkeypatch):
+    # The frame is the benchmark's (1.5 x the outermost mode), the same in every plot; samples beyond it
+    # (a generator drifting away) vanished without a word.
+    import matplotlib.pyplot as plt
+
+    from lit_gan.callbacks.samples import scatter_over_modes
+    from lit_gan.data import GridGaussians
+
+    legends = []
+    close = plt.close
+    def read_then_close(fig):
+        legends.append([text.get_text() for text in fig.axes[0].get_legend().get_texts()])
+        close(fig)
+    monkeypatch.setattr(plt, "close", read_then_close)
+    samples = torch.zeros(100, 2)
+    samples[:3] = torch.tensor([[7.0, 0.0], [0.0, -9.0], [50.0, 50.0]])  # the grid's frame is [-6, 6]^2
+    scatter_over_modes(samples, GridGaussians().centers, tmp_path / "plot.png", "title")
+    scatter_over_modes(samples[3:], GridGaussians().centers, tmp_path / "inside.png", "title")
+    assert legends == [["generated (3 of 100 outside the frame)", "modes"], ["generated", "modes"]]

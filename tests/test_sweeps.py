@@ -39,8 +39,10 @@ def test_every_sweep_passes_wandbs_schema_and_every_generated_command_builds(pat
     if sweep["method"] == "grid":  # the whole grid, each combination once
         expected = math.prod(len(p["values"]) if "values" in p else 1 for p in parameters.values())
         assert len(commands) == len({tuple(c) for c in commands}) == expected
-    else:
-        assert len(commands) == 2
+    else:  # two draws, then one set for each item of a values list that neither drew
+        assert 2 <= len(commands) <= 2 + sum(len(p.get("values", [])) for p in parameters.values())
+        for key, spec in parameters.items():
+            assert {f"--{key}={value}" for value in spec.get("values", [])} <= {t for c in commands for t in c}
     config = sweep["command"][sweep["command"].index("--config") + 1]
     for line in commands:
         # What the agent runs: its fixed part, then one --key=value per parameter.

@@ -319,7 +319,8 @@ class SeedStack:
         first = modules[0]
         for module in modules:
             if type(module) is not type(first) or module.settings() != first.settings():
-                raise NotStackable("the runs differ in objective, hyperparameters or penalties: a stack needs one config")
+                raise NotStackable("the runs differ in objective, hyperparameters or penalties: a stack needs one "
+                                   "config")
         check_stackable(first, optimizers[0])
         self.modules = list(modules)
         # storage: role -> (flat, buffers, (exp_avg, exp_avg_sq, steps)) to use as they are (lit_gan.seed_group).

@@ -333,7 +333,7 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
     final = json.loads(history.read_text())[-1]
     alarms = read_alarms(run_dir)
     diverged = next((a["generator_step"] for a in alarms if a["alarm"] == "non_finite"), None)
-    if diverged is not None:  # no final scores: its last finite evaluation's are an earlier G's, even the untrained one's
+    if diverged is not None:  # no final scores: its last finite evaluation's are an earlier G's, even the untrained's
         final = {"generator_step": diverged}
     return {
         # The length asked for (the cell's key) and the one reached: a run stopped early (non-finite, or

@@ -294,7 +294,8 @@ class StabilityMonitor(Callback):
         if (evaluated >= self.warmup_generator_steps and evaluated != self.coverage_step
                 and "eval/reverse_kl" in latest and num_modes):
             self.coverage_step = evaluated
-            reason = coverage_reason(latest["eval/reverse_kl"], num_modes, evaluation.num_samples, self.collapse_coverage)
+            reason = coverage_reason(latest["eval/reverse_kl"], num_modes, evaluation.num_samples,
+                                     self.collapse_coverage)
             # Kept until the next evaluation; the alarm is raised at a check, which may come iterations later.
             self.reasons["coverage"] = reason and f"at the evaluation of generator iteration {evaluated}, {reason}"
         if trainer.world_size > 1:

@@ -54,8 +54,8 @@ class Packed(FeatureDiscriminator):
     def pack_inputs(self, x: Tensor) -> Tensor:
         n = x.shape[0]
         if n % self.pack:
-            raise ConfigError(f"batch of {n} samples is not valid: expected a multiple of Packed.pack="
-                              f"{self.pack} (set data.batch_size, and model.generator_batch_size where set, accordingly)")
+            raise ConfigError(f"batch of {n} samples is not valid: expected a multiple of Packed.pack={self.pack} "
+                              "(set data.batch_size, and model.generator_batch_size where set, accordingly)")
         expected = getattr(self, "input_shape", None)
         if expected is not None and tuple(x.shape[1:]) != tuple(expected):
             raise ConfigError(
@@ -165,8 +165,9 @@ class MinibatchStdDev(_FeatureLayer):
         group = min(self.group_size, n)
         if n % group:
             raise ConfigError(f"batch of {n} samples is not valid: expected a multiple of MinibatchStdDev.group_size="
-                              f"{group} (data.batch_size, and model.generator_batch_size where set, must be a multiple of group_size, or "
-                              "of pack x group_size where Packed feeds this D packs of samples)")
+                              f"{group} (data.batch_size, and model.generator_batch_size where set, must be a "
+                              "multiple of group_size, or of pack x group_size where Packed feeds this D packs of "
+                              "samples)")
         # ProGAN's grouping: sample i is in group i mod (n / group). In float32: under float16 the 1e-8 is 0,
         # and a collapsed group's sqrt(0) has an infinite gradient (NaN once multiplied by 0).
         grouped = features.float().view(group, n // group, -1)

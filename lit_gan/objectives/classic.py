@@ -61,7 +61,8 @@ class DRAGAN(NonSaturatingGAN):
 
     def __init__(self, *args, dragan_weight: float = 10.0, lr_d: float = 1e-4, lr_g: float = 1e-4,
                  betas_d: tuple[float, float] = (0.5, 0.9), betas_g: tuple[float, float] = (0.5, 0.9), **kwargs):
-        require(is_finite_number(dragan_weight) and dragan_weight >= 0, "model.dragan_weight", dragan_weight, "a number >= 0")
+        require(is_finite_number(dragan_weight) and dragan_weight >= 0, "model.dragan_weight", dragan_weight,
+                "a number >= 0")
         super().__init__(*args, lr_d=lr_d, lr_g=lr_g, betas_d=betas_d, betas_g=betas_g, **kwargs)
         self.add_own_penalty(DRAGANPenalty(weight=dragan_weight))
 

@@ -64,7 +64,7 @@ class WGANGP(Wasserstein):
     def __init__(self, *args, gradient_penalty_weight: float = 10.0, lr_d: float = 1e-4, lr_g: float = 1e-4,
                  betas_d: tuple[float, float] = (0.0, 0.9), betas_g: tuple[float, float] = (0.0, 0.9),
                  n_critic: int = 5, **kwargs):
-        require(is_finite_number(gradient_penalty_weight) and gradient_penalty_weight >= 0, "model.gradient_penalty_weight",
-                gradient_penalty_weight, "a number >= 0")
+        require(is_finite_number(gradient_penalty_weight) and gradient_penalty_weight >= 0,
+                "model.gradient_penalty_weight", gradient_penalty_weight, "a number >= 0")
         super().__init__(*args, lr_d=lr_d, lr_g=lr_g, betas_d=betas_d, betas_g=betas_g, n_critic=n_critic, **kwargs)
         self.add_own_penalty(GradientPenalty(weight=gradient_penalty_weight))

@@ -90,9 +90,12 @@ def config_fingerprint(config: Path) -> str:
 
 def looks_stackable(config: Path) -> bool:
     """Whether a config's runs are worth starting as a seed group: lit-gan's MLPs (no spectral norm), none of
-    the remedies a stack does not run, on a CPU in float32. A cheap look at the YAML, so that the runner
-    needs no torch; the runs themselves check everything (lit_gan.stacking) and train alone if they must.
+    the remedies a stack does not run (``lit_gan.stacking.UNSUPPORTED_OPTIONS``), on a CPU in float32. A cheap
+    look at the YAML, without building the models; the runs themselves check everything (lit_gan.stacking) and
+    train alone if they must.
     """
+    from lit_gan.stacking import UNSUPPORTED_OPTIONS  # the one list; lit_gan has imported torch already
+
     content = load_config(config)
     model = (content.get("model") or {}).get("init_args") or {}
     trainer = content.get("trainer") or {}
@@ -100,9 +103,7 @@ def looks_stackable(config: Path) -> bool:
     return (all(isinstance(n, dict) and str(n.get("class_path", "")).endswith(("MLPGenerator", "MLPDiscriminator"))
                 for n in networks)
             and not (networks[1].get("init_args") or {}).get("spectral_norm")
-            and not any(model.get(key) for key in ("feature_matching", "historical_averaging", "unrolled_steps",
-                                                   "generator_batch_size",
-                                                   "fused_adam"))
+            and all(model.get(key, off) == off for key, off in UNSUPPORTED_OPTIONS.items())
             and str(trainer.get("accelerator", "cpu")) in ("cpu", "auto")
             and str(trainer.get("precision", "32")) in ("32", "32-true"))
 
@@ -207,7 +208,7 @@ def stop_runs(signum, frame) -> None:
 
 
 def train_in_child(argv: list[str], log: str, threads: int, environment: dict, seed_group=None) -> None:
-    from lit_gan.cli import train_with_output  # imported by the server already; the study itself needs no torch
+    from lit_gan.cli import train_with_output  # imported by the server already, not by the study
 
     os.environ.clear()  # the study's environment now, not the server's from when it started
     os.environ.update(environment)

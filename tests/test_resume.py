@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lit_gan.callbacks import GeneratorCheckpoint, run_directory
+from lit_gan.callbacks.checkpoint import prune_numbered
 from lit_gan.cli import main
 from lit_gan.objectives import NonSaturatingGAN, optimizer_steps
 from tests.conftest import quiet_args, start_training
@@ -138,6 +139,16 @@ def test_resuming_from_an_earlier_checkpoint_keeps_the_checkpoint_it_writes(tmp_
     assert sorted(p.name for p in folder.glob("generator_step=*.ckpt")) == [
         f"generator_step={step:07d}.ckpt" for step in (2, 3, 4, 6)]
     assert torch.load(folder / "generator_step=0000003.ckpt", weights_only=True)["gan_clock"]["generator_step"] == 3
+
+
+def test_pruning_orders_numbered_checkpoints_by_iteration_past_seven_digits(tmp_path):
+    """Past 10^7 iterations a name has eight digits and sorts before seven-digit ones by name."""
+    for step in (9_999_998, 9_999_999, 10_000_000, 10_000_001):
+        (tmp_path / f"generator_step={step:07d}.ckpt").touch()
+    (tmp_path / "last.ckpt").touch()
+    prune_numbered(tmp_path, 10_000_000, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "generator_step=10000000.ckpt", "generator_step=10000001.ckpt", "generator_step=9999999.ckpt", "last.ckpt"]
 
 
 def test_a_checkpoint_knows_the_best_score_of_its_own_iteration(tmp_path):

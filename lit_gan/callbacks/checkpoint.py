@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -31,6 +32,20 @@ def all_finite(module: pl.LightningModule) -> bool:
     """Whether every parameter and buffer is finite (one host sync)."""
     tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+
+
+NUMBERED = re.compile(r"generator_step=(\d+)\.ckpt")
+
+
+def prune_numbered(directory: Path, step: int, keep: int) -> None:
+    """Delete the oldest numbered checkpoints in ``directory`` beyond ``keep``, among those up to generator
+    iteration ``step``: a run resumed from an earlier checkpoint leaves the later ones of the trajectory it
+    abandoned alone (until it overwrites them). Ordered by number, not name: past 10^7 iterations the names
+    outgrow their seven digits."""
+    numbered = sorted((int(match[1]), path) for path in directory.iterdir()
+                      if (match := NUMBERED.fullmatch(path.name)) and int(match[1]) <= step)
+    for _, old in numbered[:-keep]:
+        old.unlink()
 
 
 class GeneratorCheckpoint(Callback):
@@ -182,11 +197,7 @@ class GeneratorCheckpoint(Callback):
             numbered_path = directory / f"generator_step={step:07d}.ckpt"
             with replacing(numbered_path) as temporary:
                 shutil.copyfile(directory / "last.ckpt", temporary)
-            # The oldest beyond ``keep``, among those up to this iteration: a run resumed from an earlier
-            # checkpoint leaves the later ones of the trajectory it abandoned alone (until it overwrites them).
-            earlier = [p for p in sorted(directory.glob("generator_step=*.ckpt")) if p.name <= numbered_path.name]
-            for old in earlier[: -self.keep]:
-                old.unlink()
+            prune_numbered(directory, step, self.keep)
 
     @staticmethod
     def _atomic_save(trainer: pl.Trainer, path: Path) -> None:

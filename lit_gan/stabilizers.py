@@ -27,7 +27,9 @@ class HistoricalAverage(nn.Module):
 
     def __init__(self, network: nn.Module):
         super().__init__()
-        self.register_buffer("count", torch.ones((), dtype=torch.long))
+        self.register_buffer("count", torch.ones((), dtype=torch.long))  # saved in checkpoints
+        self.host_count = 1  # ``count`` on the host: reading the buffer every step would wait for the GPU
+        self.register_load_state_dict_post_hook(read_count)
         for i, parameter in enumerate(network.parameters()):
             self.register_buffer(f"mean_{i}", parameter.detach().clone())
 
@@ -40,8 +42,13 @@ class HistoricalAverage(nn.Module):
     @torch.no_grad()
     def update(self, network: nn.Module) -> None:
         self.count += 1
-        means = self.means()
-        torch._foreach_lerp_(means, [p.detach() for p in network.parameters()], 1.0 / self.count.item())
+        self.host_count += 1
+        torch._foreach_lerp_(self.means(), [p.detach() for p in network.parameters()], 1.0 / self.host_count)
+
+
+def read_count(average: HistoricalAverage, incompatible_keys) -> None:
+    """After ``load_state_dict``: the host's count is the loaded one (read once, not every step)."""
+    average.host_count = int(average.count)
 
 
 def make_ema(generator: nn.Module) -> nn.Module:

@@ -354,6 +354,25 @@ def test_historical_averaging_penalises_both_players_and_is_saved(tmp_path):
     assert "historical_average_d.mean_0" in state and "historical_average_g.count" in state
 
 
+def test_historical_average_resumed_from_a_state_dict_continues_the_same_mean():
+    """The update reads a host copy of the count; loading a state must set it, or the mean restarts its weights."""
+    torch.manual_seed(0)
+    network, steps = nn.Linear(3, 2), [[torch.randn(2, 3), torch.randn(2)] for _ in range(6)]
+    straight, resumed = HistoricalAverage(network), HistoricalAverage(network)
+    for i, values in enumerate(steps):
+        with torch.no_grad():
+            for p, v in zip(network.parameters(), values):
+                p.copy_(v)
+        straight.update(network)
+        if i == 2:
+            resumed.load_state_dict(straight.state_dict())
+        elif i > 2:
+            resumed.update(network)
+    assert resumed.host_count == straight.host_count == 7
+    for m, expected in zip(resumed.means(), straight.means()):
+        torch.testing.assert_close(m, expected, rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------ instance noise
 def test_instance_noise_anneals_linearly_to_zero():
     assert [annealed_std(0.2, s, 4) for s in (0, 1, 2, 4, 10)] == pytest.approx([0.2, 0.15, 0.1, 0.0, 0.0])

@@ -19,6 +19,7 @@ from lit_gan.nets import (
     MLPDiscriminator,
     MLPGenerator,
     Packed,
+    ResNetDiscriminator,
 )
 from lit_gan.objectives import DRAGAN, WGAN, WGANGP, NonSaturatingGAN, optimizer_steps
 from lit_gan.penalties import GradientPenalty, R1Penalty
@@ -137,6 +138,36 @@ def test_minibatch_discrimination_under_spectral_norm_normalises_t_as_well():
     assert float(torch.linalg.matrix_norm(d.T, ord=2)) == pytest.approx(1.0, rel=1e-2)
     plain = MinibatchDiscrimination(MLPDiscriminator(width=16, depth=2), num_kernels=4)
     assert not torch.nn.utils.parametrize.is_parametrized(plain, "T")  # without spectral norm T is as before
+
+
+@pytest.mark.parametrize("layer", [MinibatchDiscrimination, MinibatchStdDev])
+def test_a_minibatch_layers_new_head_is_initialised_as_the_discriminators_own(layer):
+    """DCGAN's head from N(0, 0.02), SNGAN's Glorot-uniform, biases 0; inside a Packed as well."""
+    torch.manual_seed(0)
+    dcgan = layer(Packed(DCGANDiscriminator(resolution=16, channels=2, width=64), pack=2)).head
+    assert dcgan.weight.std().item() == pytest.approx(0.02, rel=0.1) and not dcgan.bias.any()
+    resnet = layer(ResNetDiscriminator(resolution=16, channels=1, width=64, spectral_norm=False)).head
+    glorot = (6 / sum(resnet.weight.shape)) ** 0.5
+    assert resnet.weight.abs().max().item() <= glorot and resnet.weight.std().item() == pytest.approx(
+        glorot / 3 ** 0.5, rel=0.15) and not resnet.bias.any()
+
+
+def test_minibatch_discrimination_refuses_a_generator_batch_of_another_size():
+    with pytest.raises(ConfigError, match=r"model.generator_batch_size=128 is not valid: expected null \(G's batches "
+                       "as large as the real ones\) with a MinibatchDiscrimination"):
+        small_module(discriminator=MinibatchDiscrimination(MLPDiscriminator(width=16, depth=2)),
+                     generator_batch_size=128)
+    small_module(discriminator=MinibatchStdDev(MLPDiscriminator(width=16, depth=2)), generator_batch_size=128)
+
+
+@pytest.mark.parametrize("option", [{"ema_decay": 0.999}, {"historical_averaging": 0.1}])
+def test_averages_of_weights_refuse_16_bit_weights(option, tmp_path):
+    """Under bf16-true an update of 1e-3 of a step rounds to nothing: the average would stand still."""
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, precision="bf16-true")
+    with pytest.raises(ConfigError, match=r"trainer.precision='bf16-true' is not valid: expected 32-true, 64-true, "
+                       rf"bf16-mixed or 16-mixed with model.{next(iter(option))}="):
+        trainer.fit(small_module(**option), GridGaussians(batch_size=16, seed=0))
 
 
 @pytest.mark.parametrize("wrap", ["stddev_inside_packed", "discrimination_around_packed"])

@@ -86,5 +86,8 @@ class DCGANDiscriminator(FeatureDiscriminator):
         if spectral_norm:
             with_spectral_norm(self)
 
+    def init_head(self, head: nn.Linear) -> None:
+        dcgan_init(head)
+
     def features(self, x: Tensor) -> Tensor:
         return self.body(x)

@@ -58,6 +58,10 @@ class FeatureDiscriminator(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x)).squeeze(1)
 
+    def init_head(self, head: nn.Linear) -> None:
+        """Initialise a new head (a minibatch layer's, wider than this one's) as this network initialises its
+        own: here PyTorch's default, as an MLP's."""
+
 
 def with_spectral_norm(module: nn.Module) -> nn.Module:
     """Spectral normalisation (Miyato et al. 2018) on every linear and conv layer of ``module``."""

@@ -67,6 +67,9 @@ class Packed(FeatureDiscriminator):
     def features(self, x: Tensor) -> Tensor:
         return self.discriminator.features(self.pack_inputs(x))
 
+    def init_head(self, head: nn.Linear) -> None:
+        self.discriminator.init_head(head)
+
     def forward(self, x: Tensor) -> Tensor:
         # The wrapped discriminator's own forward: a MinibatchStdDev or MinibatchDiscrimination inside it
         # appends its batch features (over the packs) before its wider head.
@@ -97,6 +100,7 @@ class _FeatureLayer(FeatureDiscriminator):
                 inner.head = None
             inner = getattr(inner, "discriminator", None)
         self.head = nn.Linear(self.feature_dim + extra_features, 1)
+        discriminator.init_head(self.head)  # DCGAN's N(0, 0.02), SNGAN's Glorot: as the head it replaces
         if parametrize.is_parametrized(old_head):
             spectral_norm(self.head)
 
@@ -152,6 +156,11 @@ class MinibatchStdDev(_FeatureLayer):
     standard deviation of every feature over the group is averaged into one
     number, appended to each member's features. A collapsed generator makes
     it near 0, which real batches never are.
+
+    Simplified from ProGAN, which appends the number as a constant feature map before D's last
+    convolution: here it joins D's flattened features at the linear head (for a DCGAN D, its last
+    4x4 maps, so averaged over pixels as ProGAN's; for a ResNet D, its pooled features). So the head
+    weighs it linearly, with no further layer to combine it with the features.
     """
 
     def __init__(self, discriminator: nn.Module, group_size: int = 4):

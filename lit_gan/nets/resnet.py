@@ -102,6 +102,9 @@ class ResNetDiscriminator(FeatureDiscriminator):
         if spectral_norm:
             with_spectral_norm(self)
 
+    def init_head(self, head: nn.Linear) -> None:
+        sngan_init(head)
+
     def features(self, x: Tensor) -> Tensor:
         h = F.relu(self.blocks(x))
         return h.sum(dim=(2, 3)) if self.pooling == "sum" else h.mean(dim=(2, 3))

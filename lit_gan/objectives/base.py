@@ -23,6 +23,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lit_gan.draws import GLOBAL, Draws, rank_seed
 from lit_gan.errors import ConfigError, require
+from lit_gan.nets import MinibatchDiscrimination
 from lit_gan.optim import ContiguousAdam
 from lit_gan.penalties import Penalty
 from lit_gan.stabilizers import HistoricalAverage, annealed_std, make_ema, unrolled_discriminator, update_ema
@@ -250,6 +251,13 @@ class GANModule(pl.LightningModule):
         require(is_integer(n_critic) and n_critic >= 1, "model.n_critic", n_critic, "an integer >= 1")
         require(generator_batch_size is None or (is_integer(generator_batch_size) and generator_batch_size >= 1),
                 "model.generator_batch_size", generator_batch_size, "null (the data's batch size) or an integer >= 1")
+        # Its closeness features are sums over the batch: D would judge G's batches on another scale than the
+        # fake batches it learnt from (Salimans et al.'s code draws both alike).
+        require(generator_batch_size is None
+                or not any(isinstance(m, MinibatchDiscrimination) for m in discriminator.modules()),
+                "model.generator_batch_size", generator_batch_size,
+                "null (G's batches as large as the real ones) with a MinibatchDiscrimination discriminator, "
+                "whose features sum over the batch")
         require(lr_decay in ("constant", "linear"), "model.lr_decay", lr_decay, "'constant' or 'linear'")
         require(not feature_matching or hasattr(discriminator, "features"), "model.feature_matching", True,
                 "a discriminator with features(x), e.g. any lit_gan.nets discriminator")
@@ -410,6 +418,13 @@ class GANModule(pl.LightningModule):
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         for penalty in self.penalties:
             penalty.scaler = scaler
+        # The averages move by a small fraction of a step (1 - ema_decay, 1 / t): in 16-bit weights that rounds to 0.
+        averaged = [f"model.{key}={self.hparams[key]!r}" for key in ("ema_decay", "historical_averaging")
+                    if self.hparams[key] not in (None, 0)]
+        require(not averaged or next(self.generator.parameters()).dtype not in (torch.float16, torch.bfloat16),
+                "trainer.precision", self.trainer.precision,
+                f"32-true, 64-true, bf16-mixed or 16-mixed with {' and '.join(averaged)} (in 16-bit weights "
+                "the averages' updates round away)")
         self.direct_steps = lightning_wrappers_idle(self.trainer)
         self.direct_batches = batch_transfer_idle(self.trainer)
         # Annealed over the whole run by default, which needs its length (a Trainer built in Python has

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session", autouse=True)
 def _shared_cache(tmp_path_factory):
-    """One cache (digit classifier, real statistics) per test session, never the user's own."""
+    """One cache (real statistics, folder scans) per test session, never the user's own."""
     directory = tmp_path_factory.mktemp("lit_gan_cache")
     previous = os.environ.get("LIT_GAN_CACHE")
     os.environ["LIT_GAN_CACHE"] = str(directory)

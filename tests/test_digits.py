@@ -11,7 +11,7 @@ from torch.utils.data import TensorDataset
 
 from lit_gan.data import Digits, StackedDigits
 from lit_gan.data.digits import EpochShuffle, StackedDigitsDataset, load_digits_tensors
-from lit_gan.metrics.digits import load_digit_classifier
+from lit_gan.metrics.digits import load_digit_classifier, train_digit_classifier, weights_digest
 
 
 def test_digits_are_scaled_to_minus_one_one_and_resized():
@@ -33,23 +33,40 @@ def test_stacked_digits_stack_three_digits_whose_labels_are_the_mode():
         assert any(labels[i] == triple[channel] for i in matches)
 
 
-def test_classifier_is_accurate_on_held_out_digits_and_cached(_shared_cache):
-    load_digit_classifier()
-    cached = torch.load(_shared_cache / "digit_classifier_v1.pt", weights_only=True)
-    assert cached["held_out_accuracy"] >= 0.95
+def test_the_shipped_classifier_is_accurate_on_held_out_digits_and_unchanged():
+    """The published digit numbers were scored with this network: replacing it changes them all."""
+    from lit_gan.data.digits import split
+
+    images, labels = load_digits_tensors()
+    _, held_out = split(len(images), 0.15, 0)
+    classifier = load_digit_classifier()
+    with torch.no_grad():
+        accuracy = (classifier(images[held_out]).argmax(1) == labels[held_out]).float().mean().item()
+    assert accuracy == pytest.approx(0.9704, abs=1e-4)
+    assert weights_digest(classifier) == "29255fe868d5"
 
 
-def test_training_the_classifier_on_first_use_leaves_the_global_stream_where_loading_it_does(tmp_path, _shared_cache):
-    load_digit_classifier(_shared_cache)
-    states = []
-    for directory in (tmp_path, _shared_cache):  # nothing cached in tmp_path: trained there
+def test_training_the_classifier_leaves_every_random_stream_and_the_thread_count_as_they_were(monkeypatch):
+    seeded = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)  # torch.manual_seed reseeds every GPU
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
         torch.manual_seed(7)
-        classifier = load_digit_classifier(directory)
-        states.append(torch.get_rng_state())
-    trained, cached = load_digit_classifier(tmp_path), classifier
-    assert torch.equal(*states)  # a GAN run draws the same noise whether or not the classifier was cached
-    for name, tensor in trained.state_dict().items():
-        assert torch.equal(tensor, cached.state_dict()[name]), name  # trained the same way both times
+        seeded.clear()
+        state = torch.get_rng_state()
+        first, _ = train_digit_classifier(epochs=1)
+        second, _ = train_digit_classifier(epochs=1)
+        assert torch.equal(torch.get_rng_state(), state) and seeded == []
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert weights_digest(first) == weights_digest(second)  # trained the same way both times
+
+
+def test_a_missing_classifier_file_names_the_way_to_write_it_again(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python scripts/train_digit_classifier.py"):
+        load_digit_classifier(tmp_path / "digit_classifier.pt")
 
 
 def all_triples(resolution=8):

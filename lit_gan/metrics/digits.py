@@ -8,6 +8,7 @@ computed by torchmetrics' FID code on the classifier's features).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -21,12 +22,13 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from lit_gan.files import replacing
 from lit_gan.metrics.modes import kl_to_uniform
 
-CLASSIFIER_VERSION = 1  # bump when the architecture or training recipe changes: invalidates caches
+SHIPPED_CLASSIFIER = Path(__file__).with_name("digit_classifier.pt")
+TRAINING_THREADS = 2  # a thread count changes how sums are split, hence their rounding and the trained weights
 FEATURES = 128
 
 
 def cache_directory() -> Path:
-    """``$LIT_GAN_CACHE`` or ``~/.cache/lit_gan``: where trained helpers and real-data statistics live."""
+    """``$LIT_GAN_CACHE`` or ``~/.cache/lit_gan``: where real-data statistics and folder scans live."""
     return Path(os.environ.get("LIT_GAN_CACHE", Path.home() / ".cache" / "lit_gan"))
 
 
@@ -56,11 +58,17 @@ class DigitClassifier(nn.Module):
 def train_digit_classifier(seed: int = 0, epochs: int = 15) -> tuple[DigitClassifier, float]:
     """Train on 85% of the digits; return the model and its accuracy on the held-out 15%.
 
-    It draws from a forked global stream: training it on first use leaves a GAN run's random numbers
-    as they are when it comes from the cache.
+    The recipe of the shipped classifier (``scripts/train_digit_classifier.py``). In
+    ``TRAINING_THREADS`` threads whatever the machine's cores, drawing from a forked CPU stream only:
+    the caller's random numbers, on every device, are as they were.
     """
+    threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
-        return _train_digit_classifier(seed, epochs)
+        torch.set_num_threads(TRAINING_THREADS)
+        try:
+            return _train_digit_classifier(seed, epochs)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _train_digit_classifier(seed: int, epochs: int) -> tuple[DigitClassifier, float]:
@@ -69,7 +77,7 @@ def _train_digit_classifier(seed: int, epochs: int) -> tuple[DigitClassifier, fl
     images, labels = load_digits_tensors()
     train, held_out = split(len(images), 0.15, seed)
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)  # the CPU's alone (torch.manual_seed reseeds every GPU too)
     model = DigitClassifier()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(epochs):
@@ -87,18 +95,23 @@ def _train_digit_classifier(seed: int, epochs: int) -> tuple[DigitClassifier, fl
     return model, accuracy
 
 
-def load_digit_classifier(directory: Path | None = None) -> DigitClassifier:
-    """The cached classifier, trained (a few seconds on a CPU) and cached on first use."""
-    path = (directory or cache_directory()) / f"digit_classifier_v{CLASSIFIER_VERSION}.pt"
+def load_digit_classifier(path: Path = SHIPPED_CLASSIFIER) -> DigitClassifier:
+    """The classifier shipped with lit-gan: every machine scores digits with the same network (one
+    trained on each machine would differ with its cores and CPU, and so would the scores)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"digit classifier {path} not found: reinstall lit-gan, or write it again with "
+                                "python scripts/train_digit_classifier.py")
     model = DigitClassifier()
-    if path.is_file():
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
-    else:
-        model, accuracy = train_digit_classifier()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(path) as temporary:  # another process may be loading it
-            torch.save({"state_dict": model.state_dict(), "held_out_accuracy": accuracy}, temporary)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     return model.eval().requires_grad_(False)
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 (12 hex digits) of a network's weights: equal digests, the same network to the bit."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode() + tensor.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 class _ChannelFeatures(nn.Module):

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ import torch
 from lit_gan.callbacks.evaluation import rank_share
 from lit_gan.callbacks.samples import scatter_over_modes
 from lit_gan.data import RingGaussians
+from lit_gan.metrics.digits import DigitFrechetDistance
 from lit_gan.nets import MLPDiscriminator, MLPGenerator
 from lit_gan.objectives import NonSaturatingGAN
 from tests.conftest import ROOT, start_training
@@ -94,3 +96,25 @@ def test_ctrl_c_reaching_one_ddp_rank_stops_both_at_one_iteration_with_a_checkpo
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["gan_clock"]["generator_step"] > 0 and checkpoint["rank_rng_states"].shape[0] == 2
     assert f"Saved {last}; resume with the same command plus --ckpt_path {last}" in err
+
+
+def _digit_frechet_distance_on_a_rank(rank: int, world_size: int, init_file: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    generator = torch.Generator().manual_seed(0)
+    real, fake = (torch.rand(n, 1, 8, 8, generator=generator) * 2 - 1 for n in (300, 200))
+    metric = DigitFrechetDistance(real)
+    metric.update(rank_share(fake, rank, world_size))
+    value = metric.compute()["frechet_distance"].item()
+    if rank == 0:
+        Path(out).write_text(repr(value))
+    torch.distributed.destroy_process_group()
+
+
+def test_the_digit_frechet_distance_over_two_processes_is_the_single_process_one(tmp_path):
+    """Every process holds the same real statistics: summed over processes, the real covariance shrank to
+    2 x 299 / 599 of itself."""
+    out = tmp_path / "ddp.txt"
+    torch.multiprocessing.spawn(_digit_frechet_distance_on_a_rank, args=(2, str(tmp_path / "init"), str(out)),
+                                nprocs=2)
+    _digit_frechet_distance_on_a_rank(0, 1, str(tmp_path / "init_one"), str(tmp_path / "one.txt"))
+    assert float(out.read_text()) == pytest.approx(float((tmp_path / "one.txt").read_text()), rel=1e-9)

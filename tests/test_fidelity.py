@@ -132,6 +132,11 @@ def test_too_few_samples_for_a_score_are_refused_before_training(weights):
         FidelityMetrics(real, cache_name="unused", weights_path=weights, isc=False).check_sample_count(3)
     metric.check_sample_count(10)
     FidelityMetrics(real, cache_name="unused", weights_path=weights, isc=False).check_sample_count(4)
+    fid_only = FidelityMetrics(real, cache_name="unused", weights_path=weights, kid=False, isc=False, prc=False)
+    with pytest.raises(ValueError, match=r"evaluation.num_samples=1 is not valid: expected at least 2 samples for "
+                                         r"fid, and as many real images \(there are 24\), or fid left out"):
+        fid_only.check_sample_count(1)  # torch-fidelity: LinAlgError at the first evaluation
+    fid_only.check_sample_count(2)
 
 
 

@@ -127,9 +127,18 @@ class _ChannelFeatures(nn.Module):
         return self.classifier.features(x.reshape(b * self.channels, 1, *x.shape[-2:])).reshape(b, -1)
 
 
+def first_copy(gathered: Tensor) -> Tensor:
+    """A state every process holds alike, synchronised: one copy (a sum would count it once per process)."""
+    return gathered[0]
+
+
 def frechet_distance_metric(classifier: DigitClassifier, real: Tensor) -> FrechetInceptionDistance:
     """torchmetrics' FID on classifier features, with the real statistics accumulated once."""
     metric = FrechetInceptionDistance(feature=_ChannelFeatures(classifier, real.shape[1]), reset_real_features=False)
+    # Every DDP process fills the same reference statistics; torchmetrics sums them over processes, which
+    # makes the covariance W(n-1)/(Wn-1) of the real one. Kept once instead (the generated ones still sum).
+    for name in ("real_features_sum", "real_features_cov_sum", "real_features_num_samples"):
+        metric.add_state(name, getattr(metric, name).clone(), dist_reduce_fx=first_copy)  # still empty
     for chunk in real.split(500):
         metric.update(chunk, real=True)
     return metric

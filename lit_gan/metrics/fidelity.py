@@ -115,7 +115,7 @@ class FidelityMetrics(Metric):
         """Refuse too few samples (or real images) for a switched-on score: torch-fidelity would crash or give NaN."""
         require(not self.switches["isc"] or num_samples >= ISC_SPLITS, "evaluation.num_samples", num_samples,
                 f"at least {ISC_SPLITS} samples for isc (one per Inception Score split), or isc left out of data.scores")
-        for metric, minimum in (("kid", 2), ("prc", PRC_NEIGHBOURS + 1)):
+        for metric, minimum in (("fid", 2), ("kid", 2), ("prc", PRC_NEIGHBOURS + 1)):  # fid: a covariance needs 2
             require(not self.switches[metric] or min(num_samples, len(self.real)) >= minimum, "evaluation.num_samples",
                     num_samples, f"at least {minimum} samples for {metric}, and as many real images (there are "
                     f"{len(self.real)}), or {metric} left out of data.scores")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -9,18 +10,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def commit() -> str:
-    """The checked-out commit, with ``+ uncommitted changes`` when files differ from it or are new (docs/
-    aside: the benchmarks and studies write there); ``unknown`` where lit-gan is not a checkout of its own
-    (an installed package, even one inside another project's repository)."""
+    """The checked-out commit, with ``+ uncommitted changes DIGEST`` when files differ from it or are new
+    (docs/ aside: the benchmarks and studies write there), the digest telling one set of changes from
+    another; ``unknown`` where lit-gan is not a checkout of its own (an installed package, even one inside
+    another project's repository)."""
 
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    def git(*args: str, text: bool = True):
+        output = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=text, check=True).stdout
+        return output.strip() if text else output
 
+    outside_docs = ("--", ".", ":(exclude)docs")
     try:
         if Path(git("rev-parse", "--show-toplevel")).resolve() != ROOT:
             return "unknown"
         head = git("rev-parse", "--short", "HEAD")
-        changed = git("status", "--porcelain", "--", ".", ":(exclude)docs")
+        if not git("status", "--porcelain", *outside_docs):
+            return head
+        digest = hashlib.sha256(git("diff", "HEAD", "--binary", *outside_docs, text=False))
+        for name in sorted(git("ls-files", "--others", "--exclude-standard", *outside_docs).splitlines()):
+            digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return head + (" + uncommitted changes" if changed else "")
+    return f"{head} + uncommitted changes {digest.hexdigest()[:8]}"

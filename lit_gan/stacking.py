@@ -139,8 +139,10 @@ def weight_shapes(network: nn.Module) -> list[tuple[str, tuple[int, ...], torch.
 
 def config_fingerprint(module) -> int:
     """48 bits (exact in a float64) of what runs must share to be stacked: objective, hyperparameters,
-    penalties and the networks' weight shapes."""
-    config = (type(module).__qualname__, sorted(module.settings().items()), weight_shapes(module))
+    penalties and the networks: their weight shapes and every layer with its settings (activations and
+    their slopes, batch norm's eps and momentum, G's output activation hold no weights)."""
+    config = (type(module).__qualname__, sorted(module.settings().items()), weight_shapes(module),
+              repr(module.generator), repr(module.discriminator))
     return int(hashlib.sha256(repr(config).encode()).hexdigest()[:12], 16)
 
 
@@ -158,7 +160,7 @@ class StackedNetwork:
         first = copies[0]
         for network in copies:
             check_network(network, role)
-            if type(network) is not type(first) or weight_shapes(network) != weight_shapes(first):
+            if repr(network) != repr(first) or weight_shapes(network) != weight_shapes(first):  # layers, settings
                 raise NotStackable(f"model.{role} differs between the runs: a stack needs one architecture")
         self.first = first
         self.layers = layers(first)

@@ -51,6 +51,7 @@ from lit_gan.provenance import commit
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = ROOT / "configs" / "studies"
 REFERENCES = ROOT / "docs" / "reference"
+MAX_SEED = 2**32 - 1  # Lightning seeds NumPy too, which takes no more
 # Benchmark (the config's folder) -> published rows to set beside it: (file, column, value, our column for
 # their KL). PacGAN's 2-D reverse KL is of the high-quality samples (its code); Stacked MNIST's of every sample.
 PUBLISHED = {
@@ -60,8 +61,8 @@ PUBLISHED = {
 }
 
 # runs.csv's columns other than the scores, in order: the first five before the scores, the rest after them.
-FIXED = ("config", "seed", "generator_steps", "final_step", "fingerprint", "alarms", "seconds", "stack", "commit",
-         "run_dir")
+FIXED = ("config", "seed", "generator_steps", "final_step", "fingerprint", "alarms", "seconds", "stack", "threads",
+         "commit", "run_dir")
 TEXT = ("config", "fingerprint", "run_dir", "alarms", "commit")
 
 
@@ -239,10 +240,11 @@ def stack_directory() -> str:
     return tempfile.mkdtemp(prefix="lit-gan-stack-", dir=ram if roomy else None)
 
 
-def run_group(cells: list[tuple], context, report, **options) -> None:
+def run_group(cells: list[tuple], context, report, stop: threading.Event | None = None, **options) -> None:
     """:func:`run_one` for each ``(config, seed, run_id)`` of one config, at once as one seed group
     (lit_gan.seed_group) when there are several; ``report(index, row or the RuntimeError that ended it)`` as
-    each run ends. A group that cannot be set up (no room or no semaphores) trains its seeds one by one."""
+    each run ends. A group that cannot be set up (no room or no semaphores) trains its seeds one by one,
+    starting none once ``stop`` is set (the study was interrupted)."""
     def run(index, **extra):
         report(index, outcome(run_one, *cells[index], context=context, **options, **extra))
 
@@ -260,6 +262,8 @@ def run_group(cells: list[tuple], context, report, **options) -> None:
         print(f"{cells[0][0]}: could not set up a seed group for seeds {[cell[1] for cell in cells]} "
               f"({type(error).__name__}: {error}); training them one after another", file=sys.stderr, flush=True)
         for index in range(len(cells)):
+            if stop is not None and stop.is_set():
+                return
             run(index)
         return
     # One torch thread each: the members wait for member 0 most of the time, and idle OpenMP threads spinning
@@ -344,7 +348,7 @@ def run_one(config: Path, seed: int, run_id: str, *, generator_steps: int, runs_
         **{k.removeprefix("eval/"): v for k, v in final.items() if k.startswith("eval/")},
         **{"ema_" + k.removeprefix("eval_ema/"): v for k, v in final.items() if k.startswith("eval_ema/")},
         "alarms": alarm_names(alarms),
-        "seconds": round(seconds, 1), "stack": stack, "run_dir": str(run_dir),
+        "seconds": round(seconds, 1), "stack": stack, "threads": threads, "run_dir": str(run_dir),
     }
 
 
@@ -522,12 +526,13 @@ def load_suite(name: str, parser: argparse.ArgumentParser) -> dict:
         parser.error(f"--suite={name}: {path} has unknown key(s) {', '.join(unknown)}: expected name, configs, "
                      "seeds, generator_steps, description")
     def listing(item):
-        return lambda value: isinstance(value, list) and len(value) > 0 and all(isinstance(v, item) for v in value)
+        # type(), not isinstance: YAML's true is a bool, which Python counts as an int
+        return lambda value: isinstance(value, list) and len(value) > 0 and all(type(v) is item for v in value)
 
     checks = {"name": (lambda value: isinstance(value, str) and value != "", "a non-empty string"),
               "configs": (listing(str), "a non-empty list of config paths"),
               "seeds": (listing(int), "a non-empty list of integer seeds"),
-              "generator_steps": (lambda value: isinstance(value, int) and value >= 1, "an integer >= 1")}
+              "generator_steps": (lambda value: type(value) is int and value >= 1, "an integer >= 1")}
     for key, (valid, expected) in checks.items():
         if key in suite and not valid(suite[key]):
             parser.error(f"--suite={name}: {key}={suite[key]!r} in {path} is not valid: expected {expected}")
@@ -568,6 +573,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--jobs", type=int, default=usable_cores(),
                         help="runs (with --stack: seed groups) at once, each with cores / jobs torch threads "
                              "(default: one per core this process may use)")
+    parser.add_argument("--threads", type=int,
+                        help="torch threads per run (default: cores / jobs; 1 in seed groups). Numbers are "
+                             "bit-identical only at equal thread counts: the published rows used 1")
     parser.add_argument("--stack", type=int, default=1,
                         help="train up to this many seeds of a config as one stacked computation, each seed still "
                              "its own run with its own numbers (lit_gan/seed_group.py; default 1: each alone)")
@@ -584,9 +592,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args.out = args.out or Path("outputs/studies") / args.name
     if not args.configs:
         parser.error("give --suite or --configs")
-    for flag in ("jobs", "stack", "generator_steps"):
-        if getattr(args, flag) < 1:
+    for flag in ("jobs", "stack", "generator_steps", "threads"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag}={getattr(args, flag)} is not valid: expected an integer >= 1")
+    bad_seeds = [seed for seed in args.seeds if not 0 <= seed <= MAX_SEED]
+    if bad_seeds:
+        parser.error(f"--seeds={bad_seeds[0]} is not valid: expected integers in [0, {MAX_SEED}] (NumPy's seeds)")
     missing = [str(c) for c in args.configs if not (ROOT / c).is_file()]
     if missing:
         parser.error(f"--configs: no such file(s): {', '.join(missing)}: expected config files, relative paths "
@@ -612,7 +623,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[dict]:
     """The runs of a checked study (``main``'s arguments), with ``--out`` held."""
-    threads = max(1, usable_cores() // args.jobs)
+    threads = args.threads or max(1, usable_cores() // args.jobs)
     cells = [(config, seed) for config in args.configs for seed in args.seeds]
     keys = [(str(c), s, args.generator_steps, config_fingerprint(ROOT / c)) for c, s in cells]
     finished = {cell_key(row): row for row in read_rows(args.out / "runs.csv")}
@@ -626,11 +637,17 @@ def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     results = {key: finished[key] for key in keys if key in finished}
     code = commit()
     if results:
-        # The fingerprint is the configs', not the code's: say when the rows kept were measured by other code.
+        # The fingerprint is the configs', not the code's or the thread count's (which rounds sums differently):
+        # say when the rows kept were measured otherwise.
         others = sorted({str(row.get("commit", "an unrecorded commit")) for row in results.values()} - {code})
+        counts = {threads} | ({1} if args.stack > 1 else set())  # seed groups train in one thread each
+        other_threads = sorted({str(row.get("threads", "unrecorded")) for row in results.values()}
+                               - {str(n) for n in counts})
+        differences = ([f"with lit-gan at {', '.join(others)} (this is {code})"] if others else []) + (
+            [f"in {', '.join(other_threads)} torch thread(s) a run (this study: {threads})"] if other_threads else [])
         print(f"Skipping {len(results)} finished run(s) found in {args.out / 'runs.csv'}"
-              + (f", measured with lit-gan at {', '.join(others)} (this is {code}): to measure this code, give a "
-                 "fresh --out" if others else ""))
+              + (f", measured {' and '.join(differences)}: to measure this code, give a fresh --out"
+                 if differences else ""))
     changed = len({key[:3] for key in finished} - {key[:3] for key in results})
     if changed:
         print(f"Rerunning {changed} run(s) of {args.out / 'runs.csv'} whose config changed since they finished")
@@ -656,6 +673,13 @@ def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
                 print(f"{key[0]} seed {key[1]}: " + ("stopped, with its last checkpoint" if interrupted.is_set()
                                                       else str(result)), file=sys.stderr, flush=True)
                 return
+            if result["fingerprint"] != key[3]:  # its config was edited after the study started
+                failed.append(f"{key[0]} seed {key[1]}")
+                print(f"{key[0]} seed {key[1]}: its config changed while the study ran (fingerprint {key[3]} at "
+                      f"the start, {result['fingerprint']} when the run started): not recorded, so one row does "
+                      f"not average two configs; rerun the study to train it as the config is now (its files "
+                      f"are in {result['run_dir']})", file=sys.stderr, flush=True)
+                return
             results[key] = {**result, "commit": code}
             print(f"{key[0]} seed {key[1]}: {result}", flush=True)
             del run_ids[key]
@@ -667,7 +691,8 @@ def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
     try:
         with ThreadPoolExecutor(args.jobs) as pool:
             futures = [pool.submit(run_group, [(c, s, run_ids[k]) for k, (c, s) in group], context,
-                                   lambda index, result, group=group: record(group[index][0], result), **options)
+                                   lambda index, result, group=group: record(group[index][0], result),
+                                   interrupted, **options)
                        for group in seed_groups([(k, cell) for k, cell in zip(keys, cells) if k in run_ids],
                                                 args.stack)]
             try:

@@ -36,7 +36,16 @@ def test_a_checkout_names_its_commit_and_new_files_mark_it_changed(tmp_path):
     (tmp_path / "docs" / "RESULTS.md").write_text("written by a study")
     assert module.commit() == head  # docs/ is where results are written
     (tmp_path / "lit_gan" / "new_objective.py").write_text("")
-    assert module.commit() == f"{head} + uncommitted changes"  # a new module changes the code (was unnoticed)
+    new_file = module.commit()  # a new module changes the code (was unnoticed)
+    assert new_file.startswith(f"{head} + uncommitted changes ")
+    (tmp_path / "lit_gan" / "new_objective.py").write_text("class KLGAN: ...")
+    edited = module.commit()
+    (tmp_path / "lit_gan" / "new_objective.py").unlink()
+    (tmp_path / "lit_gan" / "provenance.py").write_text((tmp_path / "lit_gan" / "provenance.py").read_text() + "#")
+    tracked_edit = module.commit()
+    # One set of changes from another (a study kept rows of other uncommitted code as its own).
+    assert len({new_file, edited, tracked_edit}) == 3 and all(c.startswith(head) for c in (edited, tracked_edit))
+    assert module.commit() == tracked_edit  # the same changes, the same label
 
 
 def test_an_installed_copy_inside_another_repository_is_unknown(tmp_path):

@@ -198,6 +198,9 @@ def test_networks_of_other_widths_are_not_stacked():
     assert dict(other.hparams) == dict(first.hparams)  # (the networks are not hyperparameters)
     with pytest.raises(NotStackable, match="model.generator differs between the runs"):
         SeedStack([first, other], [first_opts, tuple(other.configure_optimizers())])
+    elu = NonSaturatingGAN(toy_generator(), toy_discriminator(activation="elu"), **ADAM)
+    with pytest.raises(NotStackable, match="model.discriminator differs between the runs"):
+        SeedStack([first, elu], [first_opts, tuple(elu.configure_optimizers())])
 
 
 def test_the_seed_group_fingerprint_tells_configs_apart():
@@ -211,6 +214,10 @@ def test_the_seed_group_fingerprint_tells_configs_apart():
         NonSaturatingGAN(toy_generator(), toy_discriminator(), **ADAM, penalties=[R1Penalty(weight=0.1)]),
         NonSaturatingGAN(toy_generator(), toy_discriminator(), **{**ADAM, "lr_g": 2e-4}),
         LSGAN(toy_generator(), toy_discriminator(), **ADAM),
+        # Layers without weights: the same shapes, other functions (seed 1 ran seed 0's layers).
+        NonSaturatingGAN(toy_generator(), toy_discriminator(activation="elu"), **ADAM),
+        NonSaturatingGAN(MLPGenerator(latent_dim=16, width=128, depth=3, batch_norm=False, output_activation="tanh"),
+                         toy_discriminator(), **ADAM),
     ]
     fingerprints = {config_fingerprint(module) for module in variants}
     assert len(fingerprints) == len(variants) and base not in fingerprints

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lit_gan import study
 from lit_gan.provenance import commit
 from lit_gan.study import ROOT, config_fingerprint, main, mean_and_error, outcome, read_rows, run_to_end, write_csv
 from lit_gan.wandb_offline import find_run_file, read_run, records
@@ -239,6 +241,10 @@ def test_a_failed_run_is_reported_and_the_finished_ones_are_kept(tmp_path, capsy
     (["--configs", "configs/grid/nonsaturating.yaml", "--generator_steps", "0"],
      "--generator_steps=0 is not valid: expected an integer >= 1"),
     (["--suite", "SUITE"], "seeds=3 in SUITE is not valid: expected a non-empty list of integer seeds"),
+    (["--configs", "configs/grid/nonsaturating.yaml", "--seeds", "0", "-1"],
+     "--seeds=-1 is not valid: expected integers in [0, 4294967295] (NumPy's seeds)"),  # was every run's traceback
+    (["--configs", "configs/grid/nonsaturating.yaml", "--threads", "0"],
+     "--threads=0 is not valid: expected an integer >= 1"),
     (["--configs", "configs/grid/nope.yaml"], ("no such file(s): configs/grid/nope.yaml: expected config files, "
                                                f"relative paths taken from the repository root ({ROOT})")),
 ])
@@ -255,6 +261,8 @@ def test_bad_study_input_is_refused_before_anything_runs(tmp_path, capsys, extra
 @pytest.mark.parametrize("suite, out, expected", [
     ("seeds: []", "out", "seeds=[] in SUITE is not valid: expected a non-empty list of integer seeds"),
     ("name: [a, b]", None, "name=['a', 'b'] in SUITE is not valid: expected a non-empty string"),
+    ("seeds: [true]", None, "seeds=[True] in SUITE is not valid: expected a non-empty list of integer seeds"),
+    ("generator_steps: true", None, "generator_steps=True in SUITE is not valid: expected an integer >= 1"),
     ("seeds: [0]", "a file", ("--out OUT is not valid: expected a folder the study can create or write into "
                               "(File exists)")),
 ])
@@ -407,9 +415,10 @@ def test_a_rerun_says_when_the_runs_it_keeps_were_measured_by_other_code(tmp_pat
     # The fingerprint is the config's: a study rerun into its old --out after a code change kept the old rows
     # and said only "Skipping" (measurements believed new were a session old).
     args = ["--configs", "configs/ring/nonsaturating.yaml", "--generator_steps", "10", "--out", str(tmp_path / "out"),
-            "--runs_dir", str(tmp_path / "runs")]
+            "--runs_dir", str(tmp_path / "runs"), "--threads", "1"]
     (row,) = main(args)
     assert row["commit"] == commit() and read_rows(tmp_path / "out" / "runs.csv")[0]["commit"] == commit()
+    assert row["threads"] == 1 == read_rows(tmp_path / "out" / "runs.csv")[0]["threads"]
     capsys.readouterr()
     main(args)
     assert capsys.readouterr().out.splitlines()[0] == f"Skipping 1 finished run(s) found in {tmp_path / 'out' / 'runs.csv'}"
@@ -419,3 +428,50 @@ def test_a_rerun_says_when_the_runs_it_keeps_were_measured_by_other_code(tmp_pat
     main(args)
     assert (f"Skipping 1 finished run(s) found in {tmp_path / 'out' / 'runs.csv'}, measured with lit-gan at 0123abc "
             f"(this is {commit()}): to measure this code, give a fresh --out") in capsys.readouterr().out
+    # The thread count rounds sums differently: 2 threads gave 3 modes where 1 gave 6 (r1_sharp, 300 its).
+    older[0]["commit"], older[0]["threads"] = commit(), 2
+    write_csv(older, tmp_path / "out" / "runs.csv")
+    main(args)
+    assert (f"Skipping 1 finished run(s) found in {tmp_path / 'out' / 'runs.csv'}, measured in 2 torch thread(s) a "
+            "run (this study: 1): to measure this code, give a fresh --out") in capsys.readouterr().out
+
+
+def test_a_run_whose_config_was_edited_after_the_study_started_is_not_recorded(tmp_path, monkeypatch, capsys):
+    """Seed 1 trains the config as edited after seed 0 finished: filed under the study's start, one table row
+    averaged two configs."""
+    config = tmp_path / "x.yaml"
+    config.write_text((ROOT / "configs/ring/nonsaturating.yaml").read_text().replace("../", str(ROOT / "configs") + "/"))
+    start = config_fingerprint(config)
+
+    def run_one(config_path, seed, run_id, **options):  # a run as the study sees it, without training
+        if seed == 1:
+            config.write_text(config.read_text() + "\ngenerator_steps: 11\n")
+        return {"config": str(config_path), "seed": seed, "generator_steps": options["generator_steps"],
+                "final_step": 10, "fingerprint": config_fingerprint(config), "modes": 8.0, "seconds": 1.0,
+                "stack": 1, "threads": options["threads"], "run_dir": str(tmp_path / f"run{seed}")}
+
+    monkeypatch.setattr(study, "run_one", run_one)
+    with pytest.raises(SystemExit, match=r"1 run\(s\) failed"):
+        main(["--configs", str(config), "--seeds", "0", "1", "--generator_steps", "10", "--jobs", "1",
+              "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")])
+    assert f"seed 1: its config changed while the study ran (fingerprint {start} at the start" in capsys.readouterr().err
+    assert [(row["seed"], row["fingerprint"]) for row in read_rows(tmp_path / "out" / "runs.csv")] == [(0, start)]
+
+
+def test_an_interrupted_study_starts_no_further_seed_of_a_group_trained_one_by_one(monkeypatch):
+    """A group that cannot be set up trains its seeds in turn: after Ctrl-C it went on to the next seed."""
+    started, stop = [], threading.Event()
+
+    def run_one(config, seed, run_id, **options):
+        started.append(seed)
+        stop.set()  # Ctrl-C during the first seed
+        raise RuntimeError("stopped")
+
+    def no_room():
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(study, "run_one", run_one)
+    monkeypatch.setattr(study, "stack_directory", no_room)
+    cells = [("configs/grid/nonsaturating.yaml", seed, f"run{seed}") for seed in range(3)]
+    study.run_group(cells, None, lambda index, result: None, stop)
+    assert started == [0]

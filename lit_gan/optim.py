@@ -23,7 +23,8 @@ class ContiguousAdam(torch.optim.Adam):
     arithmetic. Here a group's parameters, and their Adam moments, are views into one buffer each,
     so every operation runs once over all of them: the same function as Adam's own per-tensor step
     (``torch.optim.adam.adam``) on the same numbers, element by element, hence the same weights to
-    the last bit (tests/test_optim.py), and a toy MLP iteration 0.6-1.1 ms (of ~8) faster (docs/PERFORMANCE.md).
+    the last bit (tests/test_optim.py), and a toy MLP iteration ~0.6-0.7 ms (of 8-10) faster than foreach Adam
+    (docs/PERFORMANCE.md).
 
     The state is Adam's (per parameter: ``step``, ``exp_avg``, ``exp_avg_sq``), so checkpoints
     load into either class. Where a group cannot be laid out this way (not on a CPU, a parameter

@@ -118,6 +118,13 @@ def test_a_short_digits_run_leaves_sample_grids_and_metric_history(tmp_path):
     assert checkpoint["gan_clock"]["generator_step"] == best["generator_step"]
 
 
+def test_an_evaluation_without_the_untrained_baseline_starts_at_its_first_cadence(tmp_path):
+    cli = main(["--config", "configs/ring/nonsaturating.yaml", "--generator_steps=10", "--evaluation.at_start=false",
+                "--evaluation.every_n_generator_steps=5", "--evaluation.num_samples=100", *quiet_args(tmp_path)])
+    rows = json.loads((run_directory(cli.trainer) / "evaluation.json").read_text())
+    assert [row["generator_step"] for row in rows] == [5, 10]
+
+
 def test_wandb_without_login_or_network_runs_offline_from_the_config_alone(tmp_path):
     """No WANDB_MODE, no API key, an empty home (no ~/.netrc) and an unreachable server: the default config works."""
     import os

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -70,6 +71,17 @@ def test_a_missing_torchvision_dataset_says_where_it_looked_and_how_to_provide_i
     folder = {"mnist": "MNIST/raw", "cifar10": "cifar-10-batches-py"}[name]  # where torchvision reads them
     assert f"in {(tmp_path / 'data').resolve() / folder} " in message
     assert "data.download=true" in message and name in message
+
+
+def test_downloading_celeba_without_gdown_says_to_install_it(tmp_path):
+    """torchvision fetches CelebA from Google Drive through gdown; the message said to set the flag already set."""
+    pytest.importorskip("torchvision")
+    if importlib.util.find_spec("gdown") is not None:
+        pytest.skip("gdown is installed: the download would go to the network")
+    datamodule = TorchvisionImages(name="celeba", root=str(tmp_path / "data"), download=True, num_workers=0)
+    with pytest.raises(ValueError, match=r"data.download=True is not valid for celeba without the gdown package: "
+                                         r"expected `pip install gdown`"):
+        datamodule.prepare_data()
 
 
 def write_mnist(root: Path, train: int, test: int) -> None:

@@ -49,7 +49,8 @@ def prune_numbered(directory: Path, step: int, keep: int) -> None:
 
 
 class GeneratorCheckpoint(Callback):
-    """Saves ``<run>/checkpoints/generator_step=N.ckpt`` every N generator iterations and ``last.ckpt``.
+    """Saves ``<run>/checkpoints/generator_step=0003000.ckpt`` (the generator iteration, seven digits or more)
+    every ``every_n_generator_steps`` generator iterations, and ``last.ckpt``; ``dirpath`` puts them elsewhere.
 
     Each file is written under a temporary name and renamed into place, so a
     crash mid-write never leaves a truncated file under a final name. Only the

@@ -14,6 +14,7 @@ from lit_gan.callbacks.output import log_images, run_directory
 from lit_gan.callbacks.samples import image_grid, scatter_over_modes
 from lit_gan.errors import ConfigError, require
 from lit_gan.files import write_atomically
+from lit_gan.metrics.float32 import ieee_float32
 from lit_gan.stabilizers import recompute_batch_norm
 
 
@@ -47,10 +48,12 @@ class Evaluation(Callback):
 
     The noise is drawn once from ``seed``, so successive evaluations (and
     different runs) score the same z and differences come from G alone.
+    ``at_start: false`` leaves out the untrained generator's evaluation (the baseline of every curve; a
+    10,000-sample FID on a CPU takes most of an hour).
     """
 
     def __init__(self, every_n_generator_steps: int = 500, num_samples: int = 2500, seed: int = 1234,
-                 plot: bool = True):
+                 plot: bool = True, at_start: bool = True):
         require(every_n_generator_steps >= 1, "evaluation.every_n_generator_steps", every_n_generator_steps,
                 "an integer >= 1")
         require(num_samples >= 1, "evaluation.num_samples", num_samples, "an integer >= 1")
@@ -58,6 +61,7 @@ class Evaluation(Callback):
         self.num_samples = num_samples
         self.seed = seed
         self.plot = plot
+        self.at_start = at_start
         self.history: list[dict[str, float]] = []
 
     def state_dict(self) -> dict:
@@ -90,7 +94,8 @@ class Evaluation(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if pl_module.generator_step == 0:
-            self.evaluate(trainer, pl_module)  # the untrained generator: the baseline of every curve
+            if self.at_start:
+                self.evaluate(trainer, pl_module)  # the untrained generator: the baseline of every curve
         elif trainer.is_global_zero:
             # Resumed from an earlier checkpoint: the file may hold the abandoned trajectory's later evaluations,
             # which a run diverging before its next evaluation would have left for the study to read.
@@ -125,8 +130,9 @@ class Evaluation(Callback):
                                f"finite, so {prefix}/ is not scored")
                 continue
             self.metric.reset()
-            self.metric.update(samples)
-            row.update({f"{prefix}/{k}": float(v) for k, v in self.metric.compute().items()})
+            with ieee_float32():  # the extractors' features as on a CPU (Inception, the digit classifier)
+                self.metric.update(samples)
+                row.update({f"{prefix}/{k}": float(v) for k, v in self.metric.compute().items()})
             if trainer.is_global_zero and trainer.world_size > 1 and samples.dim() == 2:
                 samples = pl_module.generate(self.noise, ema=ema)  # the scatter plot shows all; an image grid, rank 0's first 64
             images[prefix] = samples

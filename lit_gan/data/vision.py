@@ -149,6 +149,11 @@ class TorchvisionImages(InceptionScoredImages):
         except (RuntimeError, FileNotFoundError) as error:
             # The folder torchvision reads: <root>/cifar-10-batches-py, <root>/celeba, <root>/MNIST/raw ...
             where = Path(self.root).resolve() / getattr(cls, "base_folder", f"{cls.__name__}/raw")
+            if "gdown" in str(error):  # torchvision fetches CelebA from Google Drive, through a package of its own
+                raise ConfigError(
+                    f"data.download=True is not valid for {self.name} without the gdown package: expected "
+                    f"`pip install gdown` (torchvision downloads it from Google Drive with it), or the files "
+                    f"copied into {where} and data.download=false") from None
             raise ConfigError(
                 f"data.root={self.root!r} is not valid: expected the {self.name} files in {where} "
                 f"(torchvision's layout; torchvision said: {error}). Set data.download=true on a machine with "

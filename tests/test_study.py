@@ -428,7 +428,7 @@ def test_a_rerun_says_when_the_runs_it_keeps_were_measured_by_other_code(tmp_pat
     main(args)
     assert (f"Skipping 1 finished run(s) found in {tmp_path / 'out' / 'runs.csv'}, measured with lit-gan at 0123abc "
             f"(this is {commit()}): to measure this code, give a fresh --out") in capsys.readouterr().out
-    # The thread count rounds sums differently: 2 threads gave 3 modes where 1 gave 6 (r1_sharp, 300 its).
+    # The thread count rounds sums differently: 2 threads gave 10 modes where 1 gave 13 (grid/r1_sharp, 300 its).
     older[0]["commit"], older[0]["threads"] = commit(), 2
     write_csv(older, tmp_path / "out" / "runs.csv")
     main(args)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit_gan import study
+from lit_gan import study as runner
 from lit_gan.provenance import commit
 from lit_gan.study import ROOT, config_fingerprint, main, mean_and_error, outcome, read_rows, run_to_end, write_csv
 from lit_gan.wandb_offline import find_run_file, read_run, records
@@ -450,7 +450,7 @@ def test_a_run_whose_config_was_edited_after_the_study_started_is_not_recorded(t
                 "final_step": 10, "fingerprint": config_fingerprint(config), "modes": 8.0, "seconds": 1.0,
                 "stack": 1, "threads": options["threads"], "run_dir": str(tmp_path / f"run{seed}")}
 
-    monkeypatch.setattr(study, "run_one", run_one)
+    monkeypatch.setattr(runner, "run_one", run_one)
     with pytest.raises(SystemExit, match=r"1 run\(s\) failed"):
         main(["--configs", str(config), "--seeds", "0", "1", "--generator_steps", "10", "--jobs", "1",
               "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")])
@@ -470,8 +470,8 @@ def test_an_interrupted_study_starts_no_further_seed_of_a_group_trained_one_by_o
     def no_room():
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(study, "run_one", run_one)
-    monkeypatch.setattr(study, "stack_directory", no_room)
+    monkeypatch.setattr(runner, "run_one", run_one)
+    monkeypatch.setattr(runner, "stack_directory", no_room)
     cells = [("configs/grid/nonsaturating.yaml", seed, f"run{seed}") for seed in range(3)]
-    study.run_group(cells, None, lambda index, result: None, stop)
+    runner.run_group(cells, None, lambda index, result: None, stop)
     assert started == [0]

@@ -19,7 +19,6 @@ from torch.utils.data import Dataset
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from lit_gan.files import replacing
 from lit_gan.metrics.modes import kl_to_uniform
 
 SHIPPED_CLASSIFIER = Path(__file__).with_name("digit_classifier.pt")

@@ -1,6 +1,6 @@
 """GPU training throughput: images/s of lit-gan's full training step for DCGAN-32 and SNGAN ResNet-32.
 
-    python -m benchmarks.gpu_throughput                  # an estimated 3 minutes on one GPU; --write updates docs/PERFORMANCE.md
+    python -m benchmarks.gpu_throughput                  # ~3 minutes on one GPU (estimated); --write: PERFORMANCE.md
 
 For each network pair (``configs/cifar10/dcgan.yaml``, ``configs/cifar10/sngan_resnet.yaml``) and
 batch size (64, 256) it trains through ``train.py``'s CLI on random tensors and reports generated +

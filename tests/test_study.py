@@ -440,7 +440,8 @@ def test_a_run_whose_config_was_edited_after_the_study_started_is_not_recorded(t
     """Seed 1 trains the config as edited after seed 0 finished: filed under the study's start, one table row
     averaged two configs."""
     config = tmp_path / "x.yaml"
-    config.write_text((ROOT / "configs/ring/nonsaturating.yaml").read_text().replace("../", str(ROOT / "configs") + "/"))
+    text = (ROOT / "configs/ring/nonsaturating.yaml").read_text()
+    config.write_text(text.replace("../", str(ROOT / "configs") + "/"))  # its fragments by absolute path
     start = config_fingerprint(config)
 
     def run_one(config_path, seed, run_id, **options):  # a run as the study sees it, without training
@@ -454,7 +455,8 @@ def test_a_run_whose_config_was_edited_after_the_study_started_is_not_recorded(t
     with pytest.raises(SystemExit, match=r"1 run\(s\) failed"):
         main(["--configs", str(config), "--seeds", "0", "1", "--generator_steps", "10", "--jobs", "1",
               "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")])
-    assert f"seed 1: its config changed while the study ran (fingerprint {start} at the start" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"seed 1: its config changed while the study ran (fingerprint {start} at the start" in err
     assert [(row["seed"], row["fingerprint"]) for row in read_rows(tmp_path / "out" / "runs.csv")] == [(0, start)]
 
 

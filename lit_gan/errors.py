@@ -1,4 +1,6 @@
-"""One exception type for mistakes in a user's configuration."""
+"""One exception type for mistakes in a user's configuration, and the checks that raise it."""
+
+import numbers
 
 
 class ConfigError(ValueError):
@@ -13,3 +15,13 @@ def require(condition: bool, key: str, value, accepted: str) -> None:
     """Raise :class:`ConfigError` for ``key`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{key}={value!r} is not valid: expected {accepted}.")
+
+
+def plain(value):
+    """``value`` with NumPy numbers as Python ones, in lists and tuples too: checkpoints are loaded with
+    ``weights_only``, which refuses NumPy scalars (a run given ``lr_d=np.float32(...)`` could not resume)."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, numbers.Number) and type(value).__module__ == "numpy":
+        return value.item()
+    return value

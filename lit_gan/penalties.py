@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_gan.draws import GLOBAL, Draws
-from lit_gan.errors import require
+from lit_gan.errors import plain, require
 
 
 def differentiable_grad(output: Tensor, inputs, scaler=None) -> tuple[Tensor, ...]:
@@ -57,7 +57,7 @@ class Penalty:
 
     def __init__(self, weight: float = 10.0):
         require(weight >= 0, f"{type(self).__name__}.weight", weight, "a number >= 0")
-        self.weight = weight
+        self.weight = plain(weight)  # its repr is compared on resume, and a NumPy scalar's reads np.float32(...)
 
     def __call__(self, discriminator: nn.Module, real: Tensor, fake: Tensor, draws: Draws = GLOBAL) -> Tensor:
         # One run's penalty may leave ``draws`` out of its signature (only a seed stack passes other draws,
@@ -93,7 +93,7 @@ class GradientPenalty(Penalty):
     def __init__(self, weight: float = 10.0, target: float = 1.0):
         super().__init__(weight)
         require(target > 0, "GradientPenalty.target", target, "a number > 0")
-        self.target = target
+        self.target = plain(target)
 
     def unweighted(self, discriminator, real, fake, draws=GLOBAL):
         alpha = draws.rand(draws.per_sample(real), dtype=real.dtype, device=real.device)
@@ -116,7 +116,7 @@ class DRAGANPenalty(Penalty):
     def __init__(self, weight: float = 10.0, perturbation: float = 0.5):
         super().__init__(weight)
         require(perturbation > 0, "DRAGANPenalty.perturbation", perturbation, "a number > 0")
-        self.perturbation = perturbation
+        self.perturbation = plain(perturbation)
 
     def unweighted(self, discriminator, real, fake, draws=GLOBAL):
         real = real.detach()

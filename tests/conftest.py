@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -36,6 +38,8 @@ def _shared_cache(tmp_path_factory):
 def _seed_and_isolate(tmp_path, monkeypatch):
     """Every test starts from the same seed and writes into its own temporary folder."""
     torch.manual_seed(0)
+    random.seed(0)  # W&B's sweep engine draws from Python's and NumPy's global generators
+    np.random.seed(0)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     # An in-process W&B run exports its service's address; a training subprocess that inherits it
     # shares this process's service, where a killed run's id stays "in use" and its resume fails.
@@ -64,7 +68,10 @@ def start_training(tmp_path: Path, *args: str) -> subprocess.Popen:
                                env={**os.environ, "OMP_NUM_THREADS": "1"},
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
-    while not list(tmp_path.glob("lit-gan/*/evaluation.json")) and time.monotonic() < deadline:
+    while not list(tmp_path.glob("lit-gan/*/evaluation.json")):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"train.py ended or stalled before its first evaluation:\n{process.communicate()[1][-3000:]}")
         time.sleep(0.5)
-    time.sleep(2)
+    time.sleep(2)  # some hundreds of iterations in, of 100,000: it cannot finish first
     return process

@@ -56,7 +56,13 @@ def test_two_process_ddp_trains_and_its_mode_metric_equals_one_process(tmp_path)
     # The scatter plot shows all 999 samples (it showed rank 0's share alone), byte for byte as one process draws it.
     title = "NonSaturatingGAN, generator iteration 20\n" + ", ".join(
         f"{key.removeprefix('eval/')} {value:.3g}" for key, value in rows[-1].items() if key.startswith("eval/"))
-    drawn = scatter_over_modes(module.generate(noise), RingGaussians().centers, tmp_path / "one_process.png", title)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks (OMP_NUM_THREADS=1): other thread counts round the samples differently
+    try:
+        samples = module.generate(noise)
+    finally:
+        torch.set_num_threads(threads)
+    drawn = scatter_over_modes(samples, RingGaussians().centers, tmp_path / "one_process.png", title)
     assert drawn.read_bytes() == (run_dirs[0] / "samples" / "0000020.png").read_bytes()
 
     # Each rank drew its own noise for G (one seed on both ranks made every fake batch one batch twice).

@@ -23,9 +23,15 @@ SCORES = {"eval/modes", "eval/high_quality_pct", "eval/reverse_kl"}
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("run")
-    cli = main(["--config", "configs/quickstart.yaml", "--generator_steps=40", "--evaluation.every_n_generator_steps=20",
-                "--evaluation.num_samples=500", "--checkpoint.every_n_generator_steps=20",
-                "--trainer.log_every_n_steps=10", *quiet_args(tmp_path)])
+    # Module-scoped, so set up before conftest's per-test isolation: its own, for the one run.
+    with pytest.MonkeyPatch.context() as isolate:
+        isolate.chdir(ROOT)
+        isolate.setenv("WANDB_DIR", str(tmp_path))
+        isolate.delenv("WANDB_SERVICE", raising=False)
+        torch.manual_seed(0)
+        cli = main(["--config", "configs/quickstart.yaml", "--generator_steps=40",
+                    "--evaluation.every_n_generator_steps=20", "--evaluation.num_samples=500",
+                    "--checkpoint.every_n_generator_steps=20", "--trainer.log_every_n_steps=10", *quiet_args(tmp_path)])
     wandb_dirs = list(Path(tmp_path, "wandb").glob("offline-run-*"))
     assert len(wandb_dirs) == 1
     return cli, read_run(find_run_file(wandb_dirs[0])), wandb_dirs[0]

@@ -118,12 +118,12 @@ def snapshot(module):
     return torch.cat([p.detach().flatten().clone() for p in module.parameters()])
 
 
-def fit(module, datamodule, generator_steps, callbacks=()):
+def fit(module, datamodule, generator_steps, callbacks=(), ckpt_path=None):
     trainer = pl.Trainer(
         max_steps=optimizer_steps(generator_steps, module.n_critic), logger=False, enable_progress_bar=False,
         enable_checkpointing=False, enable_model_summary=False, callbacks=list(callbacks),
     )
-    trainer.fit(module, datamodule)
+    trainer.fit(module, datamodule, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -337,11 +337,24 @@ def test_the_generator_update_draws_generator_batch_size_samples():
         make(NonSaturatingGAN, generator_batch_size=0)
 
 
-def test_numpy_numbers_are_accepted_and_a_huge_integer_is_no_crash():
+def test_numpy_numbers_are_accepted_and_a_huge_integer_is_no_crash(tmp_path):
     import numpy as np
 
-    module = make(NonSaturatingGAN, lr_d=np.float32(1e-3), ema_start=np.int64(5), betas_d=(np.float64(0.5), 0.9))
-    assert module.hparams.ema_start == 5
-    make(NonSaturatingGAN, ema_start=10**400)  # math.isfinite overflowed on it
+    module = make(WGANGP, lr_d=np.float32(1e-3), ema_start=np.int64(5), betas_d=(np.float64(0.5), 0.9),
+                  gradient_penalty_weight=np.float64(10.0))
+    # Stored as Python numbers: checkpoints load with weights_only, which refused NumPy scalars on resume.
+    assert (module.hparams.lr_d, module.hparams.ema_start, module.hparams.betas_d) == (np.float32(1e-3), 5, (0.5, 0.9))
+    assert [type(v) for v in (module.hparams.lr_d, module.hparams.ema_start, *module.hparams.betas_d,
+                              module.hparams.gradient_penalty_weight, module.penalties[0].weight)] == [
+        float, int, float, float, float, float]
+    trainer = pl.Trainer(max_steps=optimizer_steps(1, module.n_critic), logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, RingGaussians(batch_size=16))
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    resumed = fit(module, RingGaussians(batch_size=16), generator_steps=2, ckpt_path=tmp_path / "last.ckpt")
+    assert module.generator_step == 2 and resumed.state.finished
+    hyper_parameters = torch.load(tmp_path / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert type(hyper_parameters["lr_d"]) is float
+    assert make(NonSaturatingGAN, ema_start=10**400).hparams.ema_start == 10**400  # math.isfinite overflowed
     with pytest.raises(ValueError, match="model.gradient_penalty_weight='1' is not valid"):
         make(WGANGP, gradient_penalty_weight="1")  # was a TypeError

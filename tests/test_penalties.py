@@ -54,6 +54,19 @@ def test_gradient_penalty_interpolates_between_real_and_fake():
     assert value.item() == pytest.approx(((x_hat.norm(dim=1) - 1) ** 2).mean().item())
 
 
+def test_dragan_penalty_samples_around_the_real_data_alone():
+    """On ||x||^2/2 the penalty depends on where x_hat lies: real + alpha * delta, delta = 0.5 std(x) U per
+    coordinate, alpha per sample (Kodali et al.'s code); the fakes play no part."""
+    torch.manual_seed(0)
+    delta = 0.5 * REAL.std() * torch.rand(3, 2)
+    alpha = torch.rand(3, 1)
+    x_hat = REAL + alpha * delta
+    for fake in (FAKE, -10 * FAKE):
+        torch.manual_seed(0)
+        value = DRAGANPenalty(weight=1.0, perturbation=0.5)(HalfSquare(), REAL, fake)
+        assert value.item() == pytest.approx(((x_hat.norm(dim=1) - 1) ** 2).mean().item())
+
+
 def test_r1_penalty_is_half_gamma_times_squared_gradient_norm_on_real_data():
     assert R1Penalty(weight=2.0)(Linear([3.0, 4.0]), REAL, FAKE).item() == pytest.approx(0.5 * 2.0 * 25.0)
     expected = 0.5 * 4.0 * (REAL.norm(dim=1) ** 2).mean().item()

@@ -83,7 +83,14 @@ def test_gradient_penalties_of_a_packed_discriminator_take_one_norm_per_pack():
     (grad,) = torch.autograd.grad(packed(x).sum(), x)
     expected = 0.5 * (grad.reshape(4, 4).norm(dim=1) ** 2).mean()  # R1 over the 4 packed inputs
     torch.testing.assert_close(R1Penalty(1.0)(packed, real, real), expected)
-    assert torch.isfinite(GradientPenalty(10.0)(packed, real, torch.randn(8, 2)))
+    fake = torch.randn(8, 2)
+    torch.manual_seed(1)
+    alpha = torch.rand(8, 1)  # one per sample, as in an unpacked D
+    x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(packed(x_hat).sum(), x_hat)
+    expected = 10.0 * ((grad.reshape(4, 4).norm(dim=1) - 1) ** 2).mean()  # WGAN-GP over the 4 packed inputs
+    torch.manual_seed(1)
+    torch.testing.assert_close(GradientPenalty(10.0)(packed, real, fake), expected)
 
 
 # --------------------------------------------------------- minibatch discrimination
@@ -380,7 +387,8 @@ def test_historical_averaging_penalises_both_players_and_is_saved(tmp_path):
     fit(module, 3, tmp_path)
     assert module.historical_average_d.count == 4 and module.historical_average_g.count == 4
     assert {"penalty/historical_average", "penalty/historical_average_generator"} <= set(module.step_losses)
-    assert module.step_losses["penalty/historical_average"] > 0
+    assert module.step_losses["penalty/historical_average"] > 0 and module.step_losses[
+        "penalty/historical_average_generator"] > 0  # both players moved away from their running means
     state = module.state_dict()
     assert "historical_average_d.mean_0" in state and "historical_average_g.count" in state
 
@@ -410,14 +418,29 @@ def test_instance_noise_anneals_linearly_to_zero():
 
 
 def test_instance_noise_reaches_d_inputs_until_annealed(tmp_path):
-    module = small_module(instance_noise=0.5, instance_noise_steps=2, discriminator=Recording(width=16, depth=2))
-    x = torch.zeros(64, 2)
-    module.generator_step = 0
-    assert module.with_instance_noise(x).std() == pytest.approx(0.5, rel=0.2)
-    module.generator_step = 1
-    assert module.with_instance_noise(x).std() == pytest.approx(0.25, rel=0.2)
-    module.generator_step = 2
-    assert module.with_instance_noise(x) is x
+    """What D is given in training: the real batch plus noise of std 0.5, 0.25, then the real batch itself."""
+
+    class Inputs(MLPDiscriminator):
+        def features(self, x):
+            self.inputs.append(x.detach().clone())
+            return super().features(x)
+
+    class RealInputs(pl.Callback):  # per iteration: D's first input (the real batch) less the real batch
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            inputs = module.discriminator.inputs
+            noise.append(inputs[-3] - module.real_batch)  # D(real), D(fake) in D's step, D(fake) in G's
+            inputs.clear()
+
+    noise = []
+    discriminator = Inputs(width=16, depth=2)
+    discriminator.inputs = []
+    module = small_module(instance_noise=0.5, instance_noise_steps=2, discriminator=discriminator)
+    trainer = pl.Trainer(max_steps=optimizer_steps(4, 1), logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[RealInputs()])
+    trainer.fit(module, GridGaussians(batch_size=256, seed=0))
+    assert [n.std().item() for n in noise[:2]] == [pytest.approx(0.5, rel=0.1), pytest.approx(0.25, rel=0.1)]
+    assert all(not n.any() for n in noise[2:]) and len(noise) == 4  # annealed away: the data as it is
 
 
 def test_instance_noise_over_a_run_of_unknown_length_is_refused(tmp_path):

@@ -59,7 +59,7 @@ def test_quick_suite_writes_table_and_plots_and_a_rerun_skips_finished_cells(tmp
 def test_a_study_run_is_the_run_train_py_gives(tmp_path):
     """Runs fork from a server that imported lit-gan once: the same weights as ``python train.py`` to the bit."""
     (row,) = main(["--configs", "configs/grid/nonsaturating.yaml", "--seeds", "3", "--generator_steps", "40",
-                   "--jobs", "2", "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")])
+                   "--jobs", "2", "--threads", "1", "--out", str(tmp_path / "out"), "--runs_dir", str(tmp_path / "runs")])
     direct = subprocess.run(
         [sys.executable, "train.py", "--config", "configs/grid/nonsaturating.yaml", "--generator_steps=40",
          "--seed_everything=3", "--data.init_args.seed=3", "--trainer.enable_progress_bar=false",
@@ -149,10 +149,14 @@ def test_an_interrupted_study_resumes_its_unfinished_run_from_the_last_checkpoin
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env={**os.environ, "WANDB_MODE": "offline"})
     try:
-        deadline = time.monotonic() + 120
-        while not list(tmp_path.glob("runs/lit-gan/*/evaluation.json")) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        time.sleep(3)  # some hundreds of iterations in
+        def evaluated_steps() -> list[int]:  # evaluation.json is written atomically: whole or absent
+            files = list(tmp_path.glob("runs/lit-gan/*/evaluation.json"))
+            return [row["generator_step"] for row in json.loads(files[0].read_text())] if files else []
+
+        deadline = time.monotonic() + 180
+        while 500 not in evaluated_steps():  # mid-run however fast the machine (a timed wait could miss the run)
+            assert time.monotonic() < deadline and study.poll() is None, "the study ended or stalled before 500"
+            time.sleep(0.2)
         os.kill(study.pid, signal.SIGTERM)
         assert study.wait(timeout=120) == 128 + signal.SIGTERM
     finally:
@@ -328,9 +332,20 @@ def test_a_run_that_stops_early_keeps_its_cell_and_is_marked(tmp_path, capsys):
     assert "Skipping 1 finished run(s)" in capsys.readouterr().out and again == row
 
 
-def test_coverage_plot_takes_a_seed_whose_evaluation_has_no_scores(tmp_path):
+def test_coverage_plot_takes_a_seed_whose_evaluation_has_no_scores(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
     from lit_gan.study import write_outputs
 
+    curves = []
+    close = plt.close
+
+    def read_then_close(fig):  # the coverage figure's curves: (x, y) of each line, modes then reverse KL
+        if "modes covered" in fig.axes[0].get_title():
+            curves.extend([(list(line.get_xdata()), list(line.get_ydata())) for ax in fig.axes for line in ax.lines])
+        close(fig)
+
+    monkeypatch.setattr(plt, "close", read_then_close)
     rows = []
     for seed, history in enumerate([[{"generator_step": 0, "eval/modes": 3, "eval/reverse_kl": 1.0},
                                       {"generator_step": 10, "eval/modes": 5, "eval/reverse_kl": 0.5}],
@@ -343,6 +358,8 @@ def test_coverage_plot_takes_a_seed_whose_evaluation_has_no_scores(tmp_path):
                      "modes": 5, "seconds": 1.0, "run_dir": str(run_dir), "alarms": ""})
     write_outputs(rows, tmp_path)
     assert (tmp_path / "coverage.png").stat().st_size > 0
+    # At 0 the mean of both seeds; at 10 seed 0's alone (seed 1 is not a 0 in the mean, nor a NaN).
+    assert curves == [([0, 10], [3.5, 5.0]), ([0, 10], [0.95, 0.5])]
 
 
 def test_a_seed_without_a_score_is_counted_not_spread_over_the_cell():

@@ -151,12 +151,19 @@ def test_an_image_folder_read_in_grey_and_in_colour_keeps_two_fid_caches(tmp_pat
 def test_the_unreadable_file_list_is_reused_however_the_folder_is_named(tmp_path, monkeypatch):
     """Scanned once through a relative path, then read through the absolute one (another working directory):
     the cached list still names the same files."""
+    import lit_gan.data.vision as vision
+
     broken_folder(tmp_path / "images")
+    decoded = []
+    decode = vision.unreadable
+    monkeypatch.setattr(vision, "unreadable", lambda path: decoded.append(path) or decode(path))  # counts, decodes
     monkeypatch.chdir(tmp_path)
     with pytest.warns(UserWarning, match="skipping 3 unreadable"):
         relative = ImageFolder(root="images", resolution=8, num_workers=0).files()
+    assert len(decoded) == 11  # every file, once
     with pytest.warns(UserWarning, match="skipping 3 unreadable"):
         absolute = ImageFolder(root=str(tmp_path / "images"), resolution=8, num_workers=0).files()
+    assert len(decoded) == 11  # from the cache: nothing decoded again
     assert [p.resolve() for p in relative] == [p.resolve() for p in absolute] and len(absolute) == 8
 
 

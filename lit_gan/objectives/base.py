@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from lit_gan.draws import GLOBAL, Draws, rank_seed
-from lit_gan.errors import ConfigError, require
+from lit_gan.errors import ConfigError, plain, require
 from lit_gan.nets import MinibatchDiscrimination
 from lit_gan.optim import ContiguousAdam
 from lit_gan.penalties import Penalty
@@ -279,6 +279,8 @@ class GANModule(pl.LightningModule):
         # In checkpoints (a resume compares them), not in the loggers: they get the whole config (LoggedConfig),
         # where these flat copies (and Lightning's _instantiator) would repeat model.init_args.
         self.save_hyperparameters(ignore=["generator", "discriminator", "penalties"], logger=False)
+        for hparams in (self.hparams, self._hparams_initial):  # (a subclass's own arguments are in them too)
+            hparams.update({key: plain(value) for key, value in hparams.items()})
         self.automatic_optimization = False
         self.generator = generator
         self.discriminator = discriminator

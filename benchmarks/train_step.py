@@ -78,6 +78,8 @@ class IterationTimes(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if pl_module.generator_step == self.step:
             return
+        if pl_module.device.type == "cuda":  # kernels are launched ahead: time them done, not queued
+            torch.cuda.synchronize(pl_module.device)
         now = time.perf_counter()
         if self.last is not None:
             self.seconds.append(now - self.last)

@@ -82,7 +82,7 @@ class Evaluation(Callback):
                 f"data={type(datamodule).__name__} has no evaluation_metric(): the Evaluation callback "
                 "needs a lit-gan datamodule (e.g. lit_gan.data.RingGaussians)"
             )
-        self.metric = datamodule.evaluation_metric().to(pl_module.device)
+        self.metric = datamodule.evaluation_metric()  # moved to the module's device when training starts
         if hasattr(self.metric, "check_sample_count"):  # before training, not at the first evaluation
             self.metric.check_sample_count(self.num_samples)
             self.metric.fetch_weights()
@@ -93,6 +93,9 @@ class Evaluation(Callback):
         self.history = []
 
     def on_train_start(self, trainer, pl_module) -> None:
+        # Here, not in setup(): Lightning moves the module to its GPU after the setup hooks, and a metric left
+        # on the CPU fed CUDA samples (the digit classifier's convolutions) fails at the first evaluation.
+        self.metric.to(pl_module.device)
         if pl_module.generator_step == 0:
             if self.at_start:
                 self.evaluate(trainer, pl_module)  # the untrained generator: the baseline of every curve

@@ -232,7 +232,8 @@ class StabilityMonitor(Callback):
             window = [(iteration, {}) for iteration, _ in window]  # overflows the scaler skipped
         losses = [torch.stack(list(l.values())).float() for _, l in window if l]
         parameters = [p.detach() for p in pl_module.parameters()]
-        finite = torch.stack([torch.isfinite(torch.cat(losses)).all() if losses else torch.tensor(True),
+        no_losses = torch.tensor(True, device=pl_module.device)  # on the parameters' device: stacked with them
+        finite = torch.stack([torch.isfinite(torch.cat(losses)).all() if losses else no_losses,
                               *[torch.isfinite(p).all() for p in parameters]]).all()
         finite = bool(finite)
         if trainer.world_size > 1:  # every rank must stop together, or DDP hangs

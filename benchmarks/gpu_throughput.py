@@ -46,6 +46,15 @@ class ChannelsLast(torch.nn.Module):
             return getattr(self.net, name)
 
 
+def logger_args(directory: str) -> list[str]:
+    """W&B offline, as every run logs; without it where wandb is not installed (a bare GPU machine)."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        return ["--trainer.logger=false"]
+    return [f"--trainer.logger.init_args.save_dir={directory}"]
+
+
 MOST_CRITIC_STEPS = 5  # SNGAN's n_critic: the data holds every batch a run draws, so no epoch ends while timed
 
 
@@ -58,7 +67,7 @@ def throughput(config: str, batch: int, setting: str, iterations: int, warmup: i
                 "--checkpoint.monitor=null", "--trainer.enable_progress_bar=false",
                 f"--trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "--trainer.devices=1",
                 "--trainer.precision=" + ("bf16-mixed" if setting == "bf16-mixed" else "32-true"),
-                f"--trainer.logger.init_args.save_dir={directory}", f"--trainer.default_root_dir={directory}",
+                *logger_args(directory), f"--trainer.default_root_dir={directory}",
                 "--evaluation.at_start=false", f"--evaluation.every_n_generator_steps={10 * (warmup + iterations)}",
                 "--evaluation.num_samples=64"]
         cli = LitGANCLI(args=args)
@@ -73,7 +82,8 @@ def throughput(config: str, batch: int, setting: str, iterations: int, warmup: i
         timer = IterationTimes()
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(model, datamodule=cli.datamodule)
-        cli.trainer.logger.experiment.finish()
+        if cli.trainer.logger is not None:
+            cli.trainer.logger.experiment.finish()
         # timer.seconds[i] is iteration i + 2 (the first has no start mark): skip iterations 1..warmup.
         seconds = statistics.median(timer.seconds[warmup - 1:])
     return batch * model.n_critic / seconds
@@ -121,7 +131,8 @@ def main() -> None:
         if args.json is not None:
             args.json.write_text(json.dumps([{"networks": n, "batch": b, **c} for (n, b), c in results.items()],
                                             indent=1))
-    lines = [f"Machine: {machine()}; commit {commit()}; {time.perf_counter() - start:.0f} s in all.",
+    logged = "W&B offline" if logger_args("")[0].startswith("--trainer.logger.init_args") else "no logger (no wandb)"
+    lines = [f"Machine: {machine()}; commit {commit()}; {time.perf_counter() - start:.0f} s in all; {logged}.",
              f"Command: `{command()}` (images/s through D: batch x n_critic per generator iteration, median; "
              "higher is better; fp32 is float32 weights with PyTorch's default TF32 cuDNN convolutions).", "",
              "| networks | batch | " + " | ".join(args.settings) + " |",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,8 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def commit() -> str:
     """The checked-out commit, with ``+ uncommitted changes DIGEST`` when files differ from it or are new
     (docs/ aside: the benchmarks and studies write there), the digest telling one set of changes from
-    another; ``unknown`` where lit-gan is not a checkout of its own (an installed package, even one inside
-    another project's repository)."""
+    another; where lit-gan is not a checkout of its own (an installed package, even one inside another
+    project's repository, or a copy without .git on a GPU machine), ``$LIT_GAN_COMMIT`` or ``unknown``."""
 
     def git(*args: str, text: bool = True):
         output = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=text, check=True).stdout
@@ -22,13 +23,15 @@ def commit() -> str:
     outside_docs = ("--", ".", ":(exclude)docs")
     try:
         if Path(git("rev-parse", "--show-toplevel")).resolve() != ROOT:
-            return "unknown"
+            return os.environ.get("LIT_GAN_COMMIT", "unknown")
         head = git("rev-parse", "--short", "HEAD")
         if not git("status", "--porcelain", *outside_docs):
             return head
         digest = hashlib.sha256(git("diff", "HEAD", "--binary", *outside_docs, text=False))
         for name in sorted(git("ls-files", "--others", "--exclude-standard", *outside_docs).splitlines()):
-            digest.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
+            path = ROOT / name  # a symbolic link (to a folder, say) is its target's name, as git stores it
+            content = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+            digest.update(name.encode() + b"\0" + content)
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("LIT_GAN_COMMIT", "unknown")
     return f"{head} + uncommitted changes {digest.hexdigest()[:8]}"

@@ -5,7 +5,8 @@
 #   here, once:  echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: \
 #                  --python-version 3.12 -d .whl jsonargparse==4.53.0 docstring_parser==0.18.0 \
 #                  typeshed_client==2.15.0 torch-fidelity==0.4.0
-#   there:       bash scripts/gpu_check.sh        (device run with carry [".whl"], timeout_s 560)
+#   there:       LIT_GAN_COMMIT=<git rev-parse --short HEAD here> bash scripts/gpu_check.sh
+#                (device run with carry [".whl"], timeout_s 560; the copy there has no .git to name its commit)
 #
 # Writes into $OUT (default /tmp/gpu_check): gpu_throughput.json (after every case), PERFORMANCE.md (to copy
 # over docs/PERFORMANCE.md here), log.txt. About 6 minutes: the throughput cases stop starting at 240 s.

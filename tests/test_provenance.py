@@ -46,9 +46,11 @@ def test_a_checkout_names_its_commit_and_new_files_mark_it_changed(tmp_path):
     # One set of changes from another (a study kept rows of other uncommitted code as its own).
     assert len({new_file, edited, tracked_edit}) == 3 and all(c.startswith(head) for c in (edited, tracked_edit))
     assert module.commit() == tracked_edit  # the same changes, the same label
+    (tmp_path / "venv").symlink_to(tmp_path / "lit_gan", target_is_directory=True)  # an untracked link to a folder
+    assert module.commit().startswith(f"{head} + uncommitted changes ")  # was unknown: read as a file, it failed
 
 
-def test_an_installed_copy_inside_another_repository_is_unknown(tmp_path):
+def test_an_installed_copy_inside_another_repository_is_unknown(tmp_path, monkeypatch):
     # A virtual environment inside a project's checkout: git answered with the project's commit.
     git(tmp_path, "init", "-q")
     (tmp_path / "README").write_text("someone else's project")
@@ -56,3 +58,5 @@ def test_an_installed_copy_inside_another_repository_is_unknown(tmp_path):
     git(tmp_path, "commit", "-qm", "theirs")
     module = provenance_in(tmp_path / ".venv" / "site-packages")
     assert module.commit() == "unknown"
+    monkeypatch.setenv("LIT_GAN_COMMIT", "abc1234")  # a copy without .git (a GPU machine) told its commit
+    assert module.commit() == "abc1234"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import tempfile
 import time
 from typing import NamedTuple, Optional
@@ -56,7 +57,8 @@ CASES = {
         bare=True),
     "DCGAN 32 px, random tensors": Case("configs/cifar10/dcgan.yaml", [
         '--data={"class_path": "benchmarks.common.RandomImages", "init_args": {"batch_size": 64, "num_workers": 0}}',
-        "--checkpoint.monitor=null"], 40, 1.03),
+        # 110: past two of the config's 50-iteration logging and monitor checks, so the mean ratio holds them
+        "--checkpoint.monitor=null"], 110, 1.03),
 }
 
 
@@ -130,7 +132,7 @@ class PlainLoop:
         self.discriminator = copy.deepcopy(cli.model.discriminator)
         self.n_critic, self.penalty_weight = hp.n_critic, getattr(hp, "gradient_penalty_weight", None)
         self.opt_d, self.opt_g = self.adam(self.discriminator, hp, "d"), self.adam(self.generator, hp, "g")
-        self.stream = iter(copy.deepcopy(cli.datamodule).train_dataloader())
+        self.stream = itertools.cycle(copy.deepcopy(cli.datamodule).train_dataloader())  # epochs on end, as ours
 
     @staticmethod
     def adam(network, hp, which: str) -> torch.optim.Adam:

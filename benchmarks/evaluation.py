@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="paired timings per row; the ratio is their median")
     parser.add_argument("--write", action="store_true", help="update the section in docs/PERFORMANCE.md")
     args = parser.parse_args()
+    if min(args.samples, args.real, args.repeats) < 1:
+        parser.error(f"--samples={args.samples} --real={args.real} --repeats={args.repeats}: each must be >= 1")
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["LIT_GAN_CACHE"] = scratch
         import torch_fidelity

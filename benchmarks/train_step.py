@@ -132,7 +132,8 @@ class PlainLoop:
         self.discriminator = copy.deepcopy(cli.model.discriminator)
         self.n_critic, self.penalty_weight = hp.n_critic, getattr(hp, "gradient_penalty_weight", None)
         self.opt_d, self.opt_g = self.adam(self.discriminator, hp, "d"), self.adam(self.generator, hp, "g")
-        self.stream = itertools.cycle(copy.deepcopy(cli.datamodule).train_dataloader())  # epochs on end, as ours
+        # The first epoch again and again: it never runs dry, however many iterations --scale asks for.
+        self.stream = itertools.cycle(copy.deepcopy(cli.datamodule).train_dataloader())
 
     @staticmethod
     def adam(network, hp, which: str) -> torch.optim.Adam:

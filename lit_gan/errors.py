@@ -1,6 +1,6 @@
 """One exception type for mistakes in a user's configuration, and the checks that raise it."""
 
-import numbers
+import numpy as np
 
 
 class ConfigError(ValueError):
@@ -22,6 +22,6 @@ def plain(value):
     ``weights_only``, which refuses NumPy scalars (a run given ``lr_d=np.float32(...)`` could not resume)."""
     if isinstance(value, (list, tuple)):
         return type(value)(plain(v) for v in value)
-    if isinstance(value, numbers.Number) and type(value).__module__ == "numpy":
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):  # np.True_ too
         return value.item()
     return value

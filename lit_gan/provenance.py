@@ -28,9 +28,12 @@ def commit() -> str:
         if not git("status", "--porcelain", *outside_docs):
             return head
         digest = hashlib.sha256(git("diff", "HEAD", "--binary", *outside_docs, text=False))
-        for name in sorted(git("ls-files", "--others", "--exclude-standard", *outside_docs).splitlines()):
+        # -z: names as they are (git quotes non-ASCII ones otherwise); a nested repository is listed as "name/"
+        for name in sorted(filter(None, git("ls-files", "-z", "--others", "--exclude-standard", *outside_docs,
+                                            text=False).decode().split("\0"))):
             path = ROOT / name  # a symbolic link (to a folder, say) is its target's name, as git stores it
-            content = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+            content = (os.readlink(path).encode() if path.is_symlink() else b"" if path.is_dir()
+                       else path.read_bytes())
             digest.update(name.encode() + b"\0" + content)
     except (OSError, subprocess.CalledProcessError):
         return os.environ.get("LIT_GAN_COMMIT", "unknown")

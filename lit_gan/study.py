@@ -585,6 +585,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     suite = load_suite(args.suite, parser) if args.suite else {}
     args.configs = [repo_path(c) for c in suite.get("configs", []) + (args.configs or [])]
+    seeds_given = args.seeds is not None
     args.seeds = args.seeds or suite.get("seeds", [0])
     if args.generator_steps is None:
         args.generator_steps = suite.get("generator_steps", 5000)
@@ -597,7 +598,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             parser.error(f"--{flag}={getattr(args, flag)} is not valid: expected an integer >= 1")
     bad_seeds = [seed for seed in args.seeds if not 0 <= seed <= MAX_SEED]
     if bad_seeds:
-        parser.error(f"--seeds={bad_seeds[0]} is not valid: expected integers in [0, {MAX_SEED}] (NumPy's seeds)")
+        key = "--seeds" if seeds_given else f"--suite={args.suite}: seeds"
+        parser.error(f"{key}={bad_seeds[0]} is not valid: expected integers in [0, {MAX_SEED}] (NumPy's seeds)")
     missing = [str(c) for c in args.configs if not (ROOT / c).is_file()]
     if missing:
         parser.error(f"--configs: no such file(s): {', '.join(missing)}: expected config files, relative paths "
@@ -679,6 +681,8 @@ def run_study(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
                       f"the start, {result['fingerprint']} when the run started): not recorded, so one row does "
                       f"not average two configs; rerun the study to train it as the config is now (its files "
                       f"are in {result['run_dir']})", file=sys.stderr, flush=True)
+                del run_ids[key]  # not resumed by a rerun either, should the config be edited back
+                save_started(run_ids, started_path, others)
                 return
             results[key] = {**result, "commit": code}
             print(f"{key[0]} seed {key[1]}: {result}", flush=True)

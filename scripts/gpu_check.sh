@@ -5,7 +5,8 @@
 #   here, once:  echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: \
 #                  --python-version 3.12 -d .whl jsonargparse==4.53.0 docstring_parser==0.18.0 \
 #                  typeshed_client==2.15.0 torch-fidelity==0.4.0
-#   there:       LIT_GAN_COMMIT=<git rev-parse --short HEAD here> bash scripts/gpu_check.sh
+#   there:       LIT_GAN_COMMIT='<python -c "from lit_gan.provenance import commit; print(commit())" here>' \
+#                  bash scripts/gpu_check.sh
 #                (device run with carry [".whl"], timeout_s 560; the copy there has no .git to name its commit)
 #
 # Writes into $OUT (default /tmp/gpu_check): gpu_throughput.json (after every case), PERFORMANCE.md (to copy
@@ -15,6 +16,7 @@ OUT=${OUT:-/tmp/gpu_check}
 ACCELERATOR=${ACCELERATOR:-gpu}  # cpu, with THROUGHPUT_ARGS="--device cpu --iterations 2 --warmup 1 --batches 8": a dry run
 mkdir -p "$OUT"
 exec > >(tee "$OUT/log.txt") 2>&1
+tee_pid=$!
 export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -37,3 +39,5 @@ for precision in bf16-mixed 16-mixed; do
         --trainer.precision=$precision --trainer.default_root_dir=/tmp/run_$precision "${common[@]}"
 done
 echo "== done"
+exec >&- 2>&-
+wait $tee_pid  # the log whole before the call returns (its leftover processes are killed then)

@@ -47,8 +47,13 @@ def test_the_shipped_classifier_is_accurate_on_held_out_digits_and_unchanged():
 
 
 def test_training_the_classifier_leaves_every_random_stream_and_the_thread_count_as_they_were(monkeypatch):
-    seeded = []
+    import lit_gan.metrics.digits as digits
+
+    seeded, training_threads = [], []
     monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded.append)  # torch.manual_seed reseeds every GPU
+    train = digits._train_digit_classifier
+    monkeypatch.setattr(digits, "_train_digit_classifier",
+                        lambda *args: training_threads.append(torch.get_num_threads()) or train(*args))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -58,7 +63,7 @@ def test_training_the_classifier_leaves_every_random_stream_and_the_thread_count
         first, _ = train_digit_classifier(epochs=1)
         second, _ = train_digit_classifier(epochs=1)
         assert torch.equal(torch.get_rng_state(), state) and seeded == []
-        assert torch.get_num_threads() == 1
+        assert training_threads == [2, 2] and torch.get_num_threads() == 1  # the recipe's 2, then the caller's
     finally:
         torch.set_num_threads(threads)
     assert weights_digest(first) == weights_digest(second)  # trained the same way both times

@@ -114,18 +114,19 @@ def test_a_share_without_samples_adds_nothing():
 
 def test_evaluation_scores_with_ieee_float32_and_gives_the_callers_settings_back(tmp_path, monkeypatch):
     """On Ampere and later GPUs cuDNN convolutions default to TF32, which moves Inception's features."""
-    if not hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision"):
-        pytest.skip("torch < 2.9: the legacy TF32 flags")
     seen = []
     update = ModeCoverage.update
 
     def recording(self, samples):
-        seen.append((torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision))
+        seen.append((torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()))
         update(self, samples)
 
     monkeypatch.setattr(ModeCoverage, "update", recording)
-    before = (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision)
-    main(["--config", "configs/ring/nonsaturating.yaml", "--generator_steps=2", "--evaluation.num_samples=50",
-          "--evaluation.every_n_generator_steps=2", *quiet_args(tmp_path)])
-    assert seen == [("ieee", "ieee")] * 2  # at the start and at iteration 2
-    assert (torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision) == before
+    torch.set_float32_matmul_precision("medium")  # a user's choice for training, which evaluation gives back
+    try:
+        main(["--config", "configs/ring/nonsaturating.yaml", "--generator_steps=2", "--evaluation.num_samples=50",
+              "--evaluation.every_n_generator_steps=2", *quiet_args(tmp_path)])
+        assert seen == [(False, "highest")] * 2  # at the start and at iteration 2
+        assert (torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()) == (True, "medium")
+    finally:
+        torch.set_float32_matmul_precision("highest")

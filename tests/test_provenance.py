@@ -48,6 +48,12 @@ def test_a_checkout_names_its_commit_and_new_files_mark_it_changed(tmp_path):
     assert module.commit() == tracked_edit  # the same changes, the same label
     (tmp_path / "venv").symlink_to(tmp_path / "lit_gan", target_is_directory=True)  # an untracked link to a folder
     assert module.commit().startswith(f"{head} + uncommitted changes ")  # was unknown: read as a file, it failed
+    (tmp_path / "résumé.txt").write_text("notes")  # git quotes such a name unless -z
+    nested = tmp_path / "vendored"
+    nested.mkdir()
+    git(nested, "init", "-q")  # a repository inside: listed as "vendored/"
+    (nested / "x.py").write_text("")
+    assert module.commit().startswith(f"{head} + uncommitted changes ")
 
 
 def test_an_installed_copy_inside_another_repository_is_unknown(tmp_path, monkeypatch):

@@ -167,12 +167,13 @@ def test_minibatch_discrimination_refuses_a_generator_batch_of_another_size():
     small_module(discriminator=MinibatchStdDev(MLPDiscriminator(width=16, depth=2)), generator_batch_size=128)
 
 
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
 @pytest.mark.parametrize("option", [{"ema_decay": 0.999}, {"historical_averaging": 0.1}])
-def test_averages_of_weights_refuse_16_bit_weights(option, tmp_path):
+def test_averages_of_weights_refuse_16_bit_weights(option, precision, tmp_path):
     """Under bf16-true an update of 1e-3 of a step rounds to nothing: the average would stand still."""
     trainer = pl.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_checkpointing=False,
-                         enable_model_summary=False, default_root_dir=tmp_path, precision="bf16-true")
-    with pytest.raises(ConfigError, match=r"trainer.precision='bf16-true' is not valid: expected 32-true, 64-true, "
+                         enable_model_summary=False, default_root_dir=tmp_path, precision=precision)
+    with pytest.raises(ConfigError, match=rf"trainer.precision='{precision}' is not valid: expected 32-true, 64-true, "
                        rf"bf16-mixed or 16-mixed with model.{next(iter(option))}="):
         trainer.fit(small_module(**option), GridGaussians(batch_size=16, seed=0))
 

@@ -267,6 +267,7 @@ def test_bad_study_input_is_refused_before_anything_runs(tmp_path, capsys, extra
     ("name: [a, b]", None, "name=['a', 'b'] in SUITE is not valid: expected a non-empty string"),
     ("seeds: [true]", None, "seeds=[True] in SUITE is not valid: expected a non-empty list of integer seeds"),
     ("generator_steps: true", None, "generator_steps=True in SUITE is not valid: expected an integer >= 1"),
+    ("seeds: [0, -1]", None, "--suite=SUITE: seeds=-1 is not valid: expected integers in [0, 4294967295]"),
     ("seeds: [0]", "a file", ("--out OUT is not valid: expected a folder the study can create or write into "
                               "(File exists)")),
 ])
@@ -475,6 +476,9 @@ def test_a_run_whose_config_was_edited_after_the_study_started_is_not_recorded(t
     err = capsys.readouterr().err
     assert f"seed 1: its config changed while the study ran (fingerprint {start} at the start" in err
     assert [(row["seed"], row["fingerprint"]) for row in read_rows(tmp_path / "out" / "runs.csv")] == [(0, start)]
+    # Not left to resume: with the config edited back, a rerun would have taken seed 1's run as the start's.
+    started = tmp_path / "out" / "started.json"
+    assert not started.exists() or "|1|" not in started.read_text()
 
 
 def test_an_interrupted_study_starts_no_further_seed_of_a_group_trained_one_by_one(monkeypatch):

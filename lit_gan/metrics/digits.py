@@ -99,7 +99,8 @@ def load_digit_classifier(path: Path = SHIPPED_CLASSIFIER) -> DigitClassifier:
     trained on each machine would differ with its cores and CPU, and so would the scores)."""
     if not path.is_file():
         raise FileNotFoundError(f"digit classifier {path} not found: reinstall lit-gan, or write it again with "
-                                "python scripts/train_digit_classifier.py")
+                                f"python scripts/train_digit_classifier.py --out {path} (on another CPU it may come "
+                                "out slightly different: the script says)")
     model = DigitClassifier()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     return model.eval().requires_grad_(False)

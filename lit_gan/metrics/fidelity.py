@@ -102,7 +102,8 @@ class FidelityMetrics(Metric):
         super().__init__(**kwargs)
         self.real = real
         self.weights_path = weights_path
-        self.cache_name = f"{cache_name}-{weights_tag(weights_path)}"
+        # "ieee": features made in IEEE float32 (lit_gan.metrics.float32), not a GPU's TF32 ones of earlier versions
+        self.cache_name = f"{cache_name}-{weights_tag(weights_path)}-ieee"
         self.switches = {"fid": fid, "kid": kid, "isc": isc, "prc": prc}
         self.batch_size = batch_size
         self.feature_layer = feature_layer  # "2048" is the standard; "64" gives well-conditioned small tests

@@ -15,22 +15,20 @@ def ieee_float32() -> Iterator[None]:
     On Ampere and later GPUs cuDNN convolutions default to TF32 (10-bit mantissas), which moves an
     extractor's features: scores would differ from a CPU's and from the papers', and a real set's
     cached features made on one device would be compared with samples' features made another way.
-    (PyTorch's newer per-backend API: the legacy ``allow_tf32`` flags cannot be mixed with it.)
+    Set through the settings Lightning and Inductor read (``allow_tf32``, the matmul precision):
+    PyTorch refuses a read of those after a write through its newer per-backend API.
     """
-    if not hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision"):  # torch < 2.9: legacy flags
-        saved_flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_flags
-        return
-    settings = [torch.backends.cudnn.conv, torch.backends.cuda.matmul]
-    saved = [backend.fp32_precision for backend in settings]
-    for backend in settings:
-        backend.fp32_precision = "ieee"
+    try:
+        saved_cudnn = torch.backends.cudnn.allow_tf32
+    except RuntimeError:  # the caller set cuDNN's flags per backend (the newer API): leave them alone
+        saved_cudnn = None
+    saved_matmul = torch.get_float32_matmul_precision()
+    if saved_cudnn is not None:
+        torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
-        for backend, value in zip(settings, saved):
-            backend.fp32_precision = value
+        if saved_cudnn is not None:
+            torch.backends.cudnn.allow_tf32 = saved_cudnn
+        torch.set_float32_matmul_precision(saved_matmul)

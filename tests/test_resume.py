@@ -240,6 +240,8 @@ def test_a_saved_config_runs_again_and_a_checkpoint_of_another_model_is_refused_
 
 
 def test_a_run_without_a_logger_refuses_a_folder_holding_another_runs_files_but_resumes_there(tmp_path, capsys):
+    kept = tmp_path / "kept"  # beside the run's folder, not in it
+    tmp_path = tmp_path / "run"
     args = ["--config", "configs/ring/nonsaturating.yaml", "--generator_steps=4", "--evaluation.num_samples=100",
             "--checkpoint.every_n_generator_steps=2", "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
@@ -254,9 +256,9 @@ def test_a_run_without_a_logger_refuses_a_folder_holding_another_runs_files_but_
     resumed = main([*args[:2], "--generator_steps=6", *args[3:], f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"])
     assert resumed.model.generator_step == 6
     # Its checkpoints kept elsewhere (checkpoint.dirpath): resuming from there continues in the same folder too.
-    kept = tmp_path.with_name(tmp_path.name + "_kept")  # outside the run's folder
     resumed = main([*args[:2], "--generator_steps=8", *args[3:], f"--checkpoint.dirpath={kept}",
                     f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"])
+    assert resumed.model.generator_step == 8 and (kept / "last.ckpt").is_file()
     resumed = main([*args[:2], "--generator_steps=10", *args[3:], f"--checkpoint.dirpath={kept}",
                     f"--ckpt_path={kept / 'last.ckpt'}"])
     assert resumed.model.generator_step == 10

@@ -130,3 +130,35 @@ def test_unrolled_look_ahead_under_float16_takes_the_scaled_gradient():
         scaled = unrolled_discriminator(discriminator, optimizer, loss, 2, scaler)(probe).float()
     # float16 arithmetic, the same look-ahead (unscaled, 84% of the look-ahead's move was lost to underflow)
     assert (scaled - reference).abs().max() <= 0.05 * moved
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "64-true"])
+def test_a_run_with_weights_of_another_dtype_is_evaluated_and_monitored(precision, tmp_path):
+    """The fixed noise is float32; callbacks run outside the precision plugin's context: every evaluation of a
+    bf16-true or 64-true run failed ("mat1 and mat2 must have the same dtype")."""
+    import json
+
+    from lit_gan.callbacks import run_directory
+    from lit_gan.cli import main
+    from tests.conftest import quiet_args
+
+    cli = main(["--config", "configs/quickstart.yaml", "--generator_steps=4", "--evaluation.every_n_generator_steps=2",
+                "--evaluation.num_samples=200", "--trainer.log_every_n_steps=2", f"--trainer.precision={precision}",
+                *quiet_args(tmp_path)])
+    rows = json.loads((run_directory(cli.trainer) / "evaluation.json").read_text())
+    assert [row["generator_step"] for row in rows] == [0, 2, 4]
+    assert all(0 <= row["eval/modes"] <= 25 and row["eval/reverse_kl"] >= 0 for row in rows)
+    dtype = {"bf16-true": torch.bfloat16, "64-true": torch.float64}[precision]
+    assert next(cli.model.generator.parameters()).dtype == dtype  # trained in that dtype, scored from it
+
+
+def test_float16_weights_are_refused_before_training(tmp_path):
+    """Adam on float16 weights: eps 1e-8 rounds to 0, so a zero gradient's step is 0/0."""
+    from lit_gan.errors import ConfigError
+
+    module = NonSaturatingGAN(MLPGenerator(latent_dim=4, width=16, depth=2, batch_norm=False),
+                              MLPDiscriminator(width=16, depth=2))
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_progress_bar=False, enable_checkpointing=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, precision="16-true")
+    with pytest.raises(ConfigError, match=r"trainer.precision='16-true' is not valid: expected 16-mixed"):
+        trainer.fit(module, GridGaussians(batch_size=16, seed=0))

@@ -375,3 +375,22 @@ def test_a_run_logging_to_a_list_of_loggers_resumes_its_wandb_run_and_folder(tmp
                     f"--ckpt_path={run_directory(first.trainer) / 'checkpoints' / 'last.ckpt'}"])
     assert resumed.trainer.loggers[0].version == run_id and resumed.model.generator_step == 4
     assert run_directory(resumed.trainer) == run_directory(first.trainer)
+
+
+def test_a_checkpoint_keeps_the_random_state_of_its_own_gpu_alone(monkeypatch):
+    """Every visible GPU's state was saved and set back: resumed where fewer GPUs are visible, the restore hit an
+    index past them. Now this process's GPU's alone; older checkpoints give up the one of this GPU's index."""
+    from lit_gan.objectives.base import rng_states, set_rng_states
+
+    state, restored = torch.arange(8, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # as in a run on a GPU (no GPU here)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: state)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", restored.append)
+    saved = rng_states()
+    assert saved["cuda"] is state
+    set_rng_states(saved)
+    older = [torch.zeros(8, dtype=torch.uint8), torch.ones(8, dtype=torch.uint8)]
+    set_rng_states({**saved, "cuda": older})  # a checkpoint of two GPUs' states: this is GPU 1
+    set_rng_states({**saved, "cuda": older[:1]})  # of one GPU's, resumed on GPU 1: nothing of its own to restore
+    assert [r.tolist() for r in restored] == [state.tolist(), [1] * 8]

@@ -77,15 +77,17 @@ def rng_states() -> dict:
     kind, keys, position, has_gauss, cached = np.random.get_state()
     numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached)
     states = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    # The current GPU's alone (one per visible GPU could not be restored where fewer are visible), and only
+    # where this process uses CUDA (asking would start CUDA in a CPU run on a GPU machine).
+    if torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
     return states
 
 
 def rank_rng_state() -> Tensor:
     """This process's torch random state (CPU, and the current CUDA device's), as one byte tensor."""
     states = [torch.get_rng_state()]
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():
         states.append(torch.cuda.get_rng_state())
     return torch.cat(states)
 
@@ -93,7 +95,7 @@ def rank_rng_state() -> Tensor:
 def set_rank_rng_state(state: Tensor) -> None:
     cpu_bytes = torch.get_rng_state().numel()
     torch.set_rng_state(state[:cpu_bytes].clone())
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized() and state.numel() > cpu_bytes:
         torch.cuda.set_rng_state(state[cpu_bytes:].clone())
 
 
@@ -102,8 +104,12 @@ def set_rng_states(states: dict) -> None:
     random.setstate(states["python"])
     kind, keys, position, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    cuda = states.get("cuda")
+    if isinstance(cuda, (list, tuple)):  # checkpoints before 2026-11-29: every visible GPU's; this one's is ours
+        cuda = cuda[torch.cuda.current_device()] if torch.cuda.is_initialized() and \
+            torch.cuda.current_device() < len(cuda) else None
+    if cuda is not None and torch.cuda.is_initialized():
+        torch.cuda.set_rng_state(cuda)
 
 
 def plain_single_device(trainer: pl.Trainer) -> bool:
@@ -334,7 +340,11 @@ class GANModule(pl.LightningModule):
         was_training = generator.training
         generator.eval()
         try:
-            return torch.cat([generator(chunk.to(self.device)) for chunk in z.split(batch_size)])
+            # In the generator's dtype: under bf16-true its weights are bfloat16, and callbacks (evaluation,
+            # monitor) run outside the precision plugin's context that makes training's noise so.
+            dtype = next(generator.parameters()).dtype
+            samples = torch.cat([generator(chunk.to(self.device, dtype)) for chunk in z.split(batch_size)])
+            return samples.to(torch.promote_types(dtype, torch.float32))  # scored in float32 at least
         finally:
             generator.train(was_training)
 
@@ -420,6 +430,11 @@ class GANModule(pl.LightningModule):
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         for penalty in self.penalties:
             penalty.scaler = scaler
+        # Adam on float16 weights: eps 1e-8 is 0 in float16 and small squared gradients underflow, so a zero
+        # gradient steps by 0/0 (NaN) and a tiny one by x/0 (inf). bfloat16 keeps float32's range.
+        require(next(self.generator.parameters()).dtype != torch.float16, "trainer.precision", self.trainer.precision,
+                "16-mixed (float32 weights, float16 arithmetic) or bf16-true: Adam's steps on float16 weights are "
+                "NaN or inf wherever a gradient is 0 or tiny")
         # The averages move by a small fraction of a step (1 - ema_decay, 1 / t): in 16-bit weights that rounds to 0.
         averaged = [f"model.{key}={self.hparams[key]!r}" for key in ("ema_decay", "historical_averaging")
                     if self.hparams[key] not in (None, 0)]

@@ -28,8 +28,8 @@ def differentiable_grad(output: Tensor, inputs, scaler=None) -> tuple[Tensor, ..
     underflow) and unscaled, as in PyTorch's AMP recipe for gradient penalties."""
     if scaler is None:
         return torch.autograd.grad(output, inputs, create_graph=True)
-    return tuple(g * (1.0 / scaler.get_scale()) for g in torch.autograd.grad(scaler.scale(output), inputs,
-                                                                            create_graph=True))
+    inverse = 1.0 / scaler.get_scale()  # read once (a host sync), not once per gradient tensor
+    return tuple(g * inverse for g in torch.autograd.grad(scaler.scale(output), inputs, create_graph=True))
 
 
 def input_gradient_norm(discriminator: nn.Module, inputs: Tensor, scaler=None) -> Tensor:

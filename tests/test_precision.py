@@ -162,3 +162,21 @@ def test_float16_weights_are_refused_before_training(tmp_path):
                          enable_model_summary=False, default_root_dir=tmp_path, precision="16-true")
     with pytest.raises(ConfigError, match=r"trainer.precision='16-true' is not valid: expected 16-mixed"):
         trainer.fit(module, GridGaussians(batch_size=16, seed=0))
+
+
+def test_a_scaled_gradient_reads_the_loss_scale_once(monkeypatch):
+    """Reading the scale is a host sync on a GPU: once per call, not once per parameter (the unrolled look-ahead
+    differentiates every parameter of D at each of its steps)."""
+    from lit_gan.penalties import differentiable_grad
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    reads = []
+    get_scale = scaler.get_scale
+    monkeypatch.setattr(scaler, "get_scale", lambda: reads.append(1) or get_scale())
+    network = MLPDiscriminator(width=8, depth=2)
+    parameters = list(network.parameters())
+    output = network(torch.randn(4, 2)).sum()
+    gradients = differentiable_grad(output, parameters, scaler)
+    assert len(reads) == 1 and len(gradients) == len(parameters) > 1
+    for ours, exact in zip(gradients, torch.autograd.grad(output, parameters)):  # (the graph was kept)
+        torch.testing.assert_close(ours, exact)  # unscaled: the plain gradient

@@ -13,6 +13,7 @@ cuDNN autotuning) are not timed. ``--device cpu`` runs the same code on the CPU 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import tempfile
@@ -46,13 +47,8 @@ class ChannelsLast(torch.nn.Module):
             return getattr(self.net, name)
 
 
-def logger_args(directory: str) -> list[str]:
-    """W&B offline, as every run logs; without it where wandb is not installed (a bare GPU machine)."""
-    try:
-        import wandb  # noqa: F401
-    except ImportError:
-        return ["--trainer.logger=false"]
-    return [f"--trainer.logger.init_args.save_dir={directory}"]
+# W&B offline, as every run logs; none where wandb is not installed (a bare GPU machine).
+WANDB = importlib.util.find_spec("wandb") is not None
 
 
 MOST_CRITIC_STEPS = 5  # SNGAN's n_critic: the data holds every batch a run draws, so no epoch ends while timed
@@ -67,7 +63,8 @@ def throughput(config: str, batch: int, setting: str, iterations: int, warmup: i
                 "--checkpoint.monitor=null", "--trainer.enable_progress_bar=false",
                 f"--trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}", "--trainer.devices=1",
                 "--trainer.precision=" + ("bf16-mixed" if setting == "bf16-mixed" else "32-true"),
-                *logger_args(directory), f"--trainer.default_root_dir={directory}",
+                f"--trainer.logger.init_args.save_dir={directory}" if WANDB else "--trainer.logger=false",
+                f"--trainer.default_root_dir={directory}",
                 "--evaluation.at_start=false", f"--evaluation.every_n_generator_steps={10 * (warmup + iterations)}",
                 "--evaluation.num_samples=64"]
         cli = LitGANCLI(args=args)
@@ -131,7 +128,7 @@ def main() -> None:
         if args.json is not None:
             args.json.write_text(json.dumps([{"networks": n, "batch": b, **c} for (n, b), c in results.items()],
                                             indent=1))
-    logged = "W&B offline" if logger_args("")[0].startswith("--trainer.logger.init_args") else "no logger (no wandb)"
+    logged = "W&B offline" if WANDB else "no logger (no wandb)"
     lines = [f"Machine: {machine()}; commit {commit()}; {time.perf_counter() - start:.0f} s in all; {logged}.",
              f"Command: `{command()}` (images/s through D: batch x n_critic per generator iteration, median; "
              "higher is better; fp32 is float32 weights with PyTorch's default TF32 cuDNN convolutions).", "",

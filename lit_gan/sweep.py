@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from lit_gan.errors import ConfigError
+from lit_gan.errors import ConfigError, plain  # plain: NumPy draws as JSON would send them
 
 # The sweeps package's pydantic models use v1 option names; pydantic 2 warns on import, harmlessly.
 warnings.filterwarnings("ignore", message="Valid config keys have changed in V2")
@@ -116,13 +116,6 @@ def generated_parameters(sweep: dict, draws: int = 3) -> list[dict]:
                 if all(parameters[key] != value for parameters in found):
                     found.append({**found[0], key: plain(value)})
     return found
-
-
-def plain(value):
-    """numpy scalars (the engine's draws) as the Python numbers the server would send as JSON."""
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value.item() if hasattr(value, "item") else value
 
 
 def build(argv: list[str]):

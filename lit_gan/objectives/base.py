@@ -105,10 +105,12 @@ def set_rng_states(states: dict) -> None:
     kind, keys, position, has_gauss, cached = states["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
     cuda = states.get("cuda")
+    if cuda is None or not torch.cuda.is_initialized():
+        return
     if isinstance(cuda, (list, tuple)):  # checkpoints before 2026-11-29: every visible GPU's; this one's is ours
-        cuda = cuda[torch.cuda.current_device()] if torch.cuda.is_initialized() and \
-            torch.cuda.current_device() < len(cuda) else None
-    if cuda is not None and torch.cuda.is_initialized():
+        index = torch.cuda.current_device()
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None:
         torch.cuda.set_rng_state(cuda)
 
 

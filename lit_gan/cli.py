@@ -6,7 +6,9 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -21,6 +23,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from lit_gan.callbacks import Evaluation, GeneratorCheckpoint, GeneratorProgressBar, StabilityMonitor, run_directory
@@ -337,7 +340,8 @@ def main(args=None, extra_callbacks=()) -> LitGANCLI:
         if cli.trainer.is_global_zero:
             print(report(cli.trainer), file=sys.stdout)
     except CheckpointWriteError as error:
-        print(f"error: {error}", file=sys.stderr)
+        if not error.elsewhere:  # every rank stops; the one that failed says why
+            print(f"error: {error}", file=sys.stderr)
         status = 1
     except ConfigError as error:  # found while setting up data (missing files, batch larger than the dataset)
         print(f"error: {error}", file=sys.stderr)
@@ -364,9 +368,29 @@ def main(args=None, extra_callbacks=()) -> LitGANCLI:
                         wandb.teardown()
                 except Exception as error:  # e.g. the W&B service already killed with a preempted SLURM job
                     print(f"W&B run not finished cleanly: {type(error).__name__}: {error}", file=sys.stderr)
+        if status:
+            stop_local_ranks(cli.trainer)
     if status and status != DIVERGED:
         sys.exit(status)
     return cli  # a diverged run too: train.py exits with exit_status(cli), the study reads its rows
+
+
+def stop_local_ranks(trainer: Trainer, grace_s: float = 10.0) -> None:
+    """After rank 0 of a run started by Lightning's own launcher (``trainer.devices`` > 1 outside SLURM and
+    torchrun) stopped early, end the ranks it started: they stop on their own where every rank knew of the
+    failure (a checkpoint write, a divergence, a signal), but after an error on rank 0 alone they wait for it in
+    their next collective, under NCCL until the process group's timeout (30 minutes). Those still running after
+    ``grace_s`` seconds are killed, as Lightning kills them after Ctrl-C. (Under SLURM, ``srun --kill-on-bad-exit``
+    does this for every rank; torchrun stops the others itself.)"""
+    launcher = trainer.strategy.launcher
+    children = launcher.procs if isinstance(launcher, _SubprocessScriptLauncher) else []
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 DIVERGED = 3  # train.py's exit status when the stability monitor found non-finite values (the run failed)

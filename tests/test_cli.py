@@ -5,15 +5,21 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.plugins.environments import LightningEnvironment
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
 from lit_gan.callbacks import GeneratorCheckpoint
 from lit_gan.callbacks.output import find_callback
-from lit_gan.cli import LitGANCLI, main
+from lit_gan.cli import LitGANCLI, main, stop_local_ranks
 from lit_gan.objectives import GANModule, optimizer_steps
 from tests.conftest import ROOT, quiet_args
 
@@ -360,3 +366,15 @@ def test_a_finished_slurm_run_leaves_no_requeue_handler_behind(tmp_path, monkeyp
     trainer.fit(NonSaturatingGAN(MLPGenerator(width=16, depth=2), MLPDiscriminator(width=16, depth=2)), RingGaussians())
     assert taken == [True, True]  # Lightning's handler was installed, and deferred during training
     assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_after_rank_0_fails_the_ranks_it_started_get_a_grace_period_then_are_killed():
+    """One child ends on its own within the grace period (its own exit status), one waits forever (killed)."""
+    launcher = _SubprocessScriptLauncher(LightningEnvironment(), num_processes=3, num_nodes=1)
+    launcher.procs = [subprocess.Popen([sys.executable, "-c", code]) for code in
+                      ("import time, sys; time.sleep(0.5); sys.exit(7)", "import time; time.sleep(600)")]
+    trainer = SimpleNamespace(strategy=SimpleNamespace(launcher=launcher))
+    start = time.monotonic()
+    stop_local_ranks(trainer, grace_s=3)
+    assert 3 <= time.monotonic() - start < 30
+    assert [child.returncode for child in launcher.procs] == [7, -signal.SIGKILL]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
@@ -28,7 +29,8 @@ def test_two_process_ddp_trains_and_its_mode_metric_equals_one_process(tmp_path)
                "--config", "configs/trainer/ddp_cpu.yaml", "--generator_steps=20",
                "--evaluation.every_n_generator_steps=10", "--evaluation.num_samples=999",
                "--checkpoint.every_n_generator_steps=10", "--trainer.log_every_n_steps=5",
-               "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+               "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}",
+               "--model.init_args.generator.init_args.batch_norm=true"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -41,10 +43,12 @@ def test_two_process_ddp_trains_and_its_mode_metric_equals_one_process(tmp_path)
     assert sorted(p.name for p in (run_dirs[0] / "samples").glob("*.png")) == ["0000000.png", "0000010.png",
                                                                               "0000020.png"]
 
-    # One process, the same generator, all 999 fixed-noise samples (each rank scored every other one).
+    # One process, the same generator, all 999 fixed-noise samples (each rank scored every other one). With
+    # batch norm: each rank scored its share with its own running statistics (reverse KL 0.1818 logged at 20,
+    # 0.1722 for the checkpoint) until every rank took rank 0's before each evaluation.
     checkpoint = torch.load(run_dirs[0] / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["gan_clock"]["generator_step"] == 20
-    module = NonSaturatingGAN(MLPGenerator(latent_dim=16, width=128, depth=3, batch_norm=False),
+    module = NonSaturatingGAN(MLPGenerator(latent_dim=16, width=128, depth=3, batch_norm=True),
                               MLPDiscriminator(width=128, depth=3))
     module.load_state_dict(checkpoint["state_dict"])
     noise = torch.randn(999, 16, generator=torch.Generator().manual_seed(1234))
@@ -124,3 +128,88 @@ def test_the_digit_frechet_distance_over_two_processes_is_the_single_process_one
                                 nprocs=2)
     _digit_frechet_distance_on_a_rank(0, 1, str(tmp_path / "init_one"), str(tmp_path / "one.txt"))
     assert float(out.read_text()) == pytest.approx(float((tmp_path / "one.txt").read_text()), rel=1e-9)
+
+
+DDP_RING = ["train.py", "--config", "configs/ring/nonsaturating.yaml", "--config", "configs/trainer/ddp_cpu.yaml",
+            "--generator_steps=20", "--evaluation.num_samples=200", "--checkpoint.every_n_generator_steps=10",
+            "--trainer.enable_progress_bar=false"]
+
+
+def run_ddp_ring(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """The ring config on 2 CPU ranks, in a new session: whatever the run leaves behind is killed with it."""
+    process = subprocess.Popen([sys.executable, *DDP_RING, f"--trainer.logger.init_args.save_dir={tmp_path}", *args],
+                               cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=180)
+    finally:
+        subprocess.run(["pkill", "-KILL", "-s", str(process.pid)], capture_output=True)  # rank 1 too, if left
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs: a checkpoint write on it fails with ENOSPC inside Lightning's own file write."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("a small tmpfs cannot be mounted here (needs root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_write_failing_on_rank_0_stops_both_ranks_with_one_clear_error(tmp_path, full_disk):
+    """Rank 0 alone writes: its failure reached rank 1 only as a dropped connection under gloo (a traceback),
+    and under NCCL not at all (rank 1 waited in a barrier for 30 minutes). Now the ranks agree and both stop."""
+    result = run_ddp_ring(tmp_path, f"--checkpoint.dirpath={full_disk}")
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot write checkpoint {full_disk / 'last.ckpt'} (No space left on device); no "
+                      "last.ckpt was written before. Free space, check that the folder is writable, or choose "
+                      "another with --checkpoint.dirpath"], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "Connection closed" not in result.stderr, result.stderr[-3000:]
+    assert list(full_disk.iterdir()) == []  # no temporary file left on the full disk
+
+
+class NonFiniteBufferOnRank1(pl.Callback):
+    """Gives the module a float buffer, made NaN on rank 1 alone at the end of generator iteration 10 (before
+    that iteration's checkpoint); DDP, under manual optimisation, never broadcasts rank 0's buffers again."""
+
+    def setup(self, trainer, pl_module, stage):
+        pl_module.register_buffer("probe", torch.zeros(()))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.generator_step == 10 and trainer.global_rank == 1:
+            pl_module.probe.fill_(float("nan"))
+
+
+@pytest.mark.slow
+def test_a_buffer_of_rank_1_alone_going_non_finite_neither_hangs_nor_reaches_the_checkpoint(tmp_path):
+    """Rank 1 skipped the save (its buffer was not finite) while rank 0 waited in the save's collectives: both
+    hung, SIGTERM included, until killed. Every rank now takes rank 0's buffers, the checkpoint's, first."""
+    result = run_ddp_ring(tmp_path, "--trainer.callbacks+=tests.test_distributed.NonFiniteBufferOnRank1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "not written" not in result.stderr
+    folder = next(tmp_path.glob("lit-gan/*/checkpoints"))
+    assert sorted(p.name for p in folder.iterdir()) == ["generator_step=0000010.ckpt", "generator_step=0000020.ckpt",
+                                                       "last.ckpt"]
+    assert torch.load(folder / "generator_step=0000010.ckpt", weights_only=True)["state_dict"]["probe"] == 0
+
+
+class FailOnRank0(pl.Callback):
+    """An error on rank 0 alone, at generator iteration 5: rank 1 is then waiting for it in a collective."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.generator_step == 5 and trainer.global_rank == 0:
+            raise RuntimeError("a failure on rank 0 alone")
+
+
+@pytest.mark.slow
+def test_an_error_on_rank_0_alone_ends_the_rank_it_started(tmp_path):
+    """Rank 1 learned of it only because gloo saw rank 0's socket close (under NCCL it waited 30 minutes):
+    rank 0 now ends it, so it never reports a dropped connection."""
+    result = run_ddp_ring(tmp_path, "--trainer.callbacks+=tests.test_distributed.FailOnRank0")
+    assert result.returncode == 1
+    assert "RuntimeError: a failure on rank 0 alone" in result.stderr
+    assert "Connection closed" not in result.stderr and "[rank1]" not in result.stderr, result.stderr[-3000:]

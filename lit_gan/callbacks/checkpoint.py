@@ -18,20 +18,33 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_gan.callbacks.evaluation import Evaluation, evaluation_goals
+from lit_gan.callbacks.evaluation import Evaluation, evaluation_goals, take_rank_zero_buffers
 from lit_gan.callbacks.output import find_callback, run_directory
 from lit_gan.errors import require
 from lit_gan.files import replacing
 
 
 class CheckpointWriteError(RuntimeError):
-    """A checkpoint could not be written; the message says why and that the previous one is kept."""
+    """A checkpoint could not be written; the message says why and that the previous one is kept.
+    ``elsewhere``: another DDP rank failed to write it (that rank's error tells the user)."""
+
+    def __init__(self, message: str, elsewhere: bool = False):
+        super().__init__(message)
+        self.elsewhere = elsewhere
 
 
 def all_finite(module: pl.LightningModule) -> bool:
     """Whether every parameter and buffer is finite (one host sync)."""
     tensors = [t for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
     return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+
+
+def ready_to_save(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
+    """Every rank takes rank 0's buffers (what the checkpoint keeps), then whether the parameters and buffers
+    are finite on every rank: a save is collective, so the ranks save, or skip saving, together."""
+    take_rank_zero_buffers(trainer, module)
+    finite = all_finite(module)
+    return trainer.strategy.reduce_boolean_decision(finite, all=True) if trainer.world_size > 1 else finite
 
 
 NUMBERED = re.compile(r"generator_step=(\d+)\.ckpt")
@@ -173,7 +186,7 @@ class GeneratorCheckpoint(Callback):
             return
         score = latest[self.monitor]
         better = self.best_score is None or (score < self.best_score if self.mode == "min" else score > self.best_score)
-        if better and math.isfinite(score) and all_finite(pl_module):
+        if better and math.isfinite(score) and ready_to_save(trainer, pl_module):
             self.best_score = score
             self._atomic_save(trainer, self.directory(trainer) / "best.ckpt")
 
@@ -187,34 +200,56 @@ class GeneratorCheckpoint(Callback):
         directory = self.directory(trainer)
         step = pl_module.generator_step
         self.last_saved_step = step
-        if not all_finite(pl_module):
+        if not ready_to_save(trainer, pl_module):
             last = directory / "last.ckpt"
             kept = f"{last} keeps the last good state" if last.exists() else "no earlier checkpoint exists"
             rank_zero_warn(f"Checkpoint at generator iteration {step} not written: the model has non-finite "
-                           f"parameters; {kept}")
+                           f"parameters or buffers; {kept}")
             return
-        self._atomic_save(trainer, directory / "last.ckpt")
-        if numbered and self.keep and trainer.is_global_zero:
-            numbered_path = directory / f"generator_step={step:07d}.ckpt"
-            with replacing(numbered_path) as temporary:
-                shutil.copyfile(directory / "last.ckpt", temporary)
-            prune_numbered(directory, step, self.keep)
+        copy = directory / f"generator_step={step:07d}.ckpt" if numbered and self.keep else None
+        self._atomic_save(trainer, directory / "last.ckpt", copy=copy,
+                          prune=lambda: prune_numbered(directory, step, self.keep))
 
     @staticmethod
-    def _atomic_save(trainer: pl.Trainer, path: Path) -> None:
+    def _atomic_save(trainer: pl.Trainer, path: Path, copy: Path | None = None, prune=None) -> None:
+        """Write the checkpoint to ``path`` (rank 0 also copies it to ``copy``, then calls ``prune``); every rank
+        returns, or raises :class:`CheckpointWriteError`, together.
+
+        The file is written on rank 0 alone: a failure there (disk full, read-only folder) must reach the other
+        ranks, which would otherwise wait for rank 0 in their next collective until the process group's timeout
+        (30 minutes under NCCL). So the pieces of ``Trainer.save_checkpoint`` are called here without its
+        barrier, whose rank 0 a raising write skips, and the ranks agree on the outcome instead.
+        """
         temporary = path.with_name(f".{path.name}.tmp")
+        failure: OSError | None = None
+        target = path  # the file being written when a write fails
         try:
-            # Every rank calls it; the strategy writes on rank 0. Not weights only: optimizers and callbacks resume too.
-            trainer.save_checkpoint(temporary, weights_only=False)
+            # Every rank dumps (a module's hook gathers every rank's random state); the strategy writes on rank 0.
+            # Not weights only: optimizers and callbacks resume too.
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            trainer.strategy.save_checkpoint(checkpoint, temporary)
             if trainer.is_global_zero:
-                if not temporary.is_file():  # Lightning's file system layer can fail without raising
+                if not temporary.is_file():  # Lightning's file system layer swallows a PermissionError
                     raise OSError("nothing was written")
                 os.replace(temporary, path)
+                if copy is not None:
+                    target = copy
+                    with replacing(copy) as copy_temporary:
+                        shutil.copyfile(path, copy_temporary)
+                    prune()
         except OSError as error:  # disk full, read-only or missing folder: say so, keep the previous file
+            failure = error
             if trainer.is_global_zero and temporary.is_file():
                 temporary.unlink()
-            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written before"
-            raise CheckpointWriteError(
-                f"cannot write checkpoint {path} ({error.strerror or error}); {kept}. Free space, check that the "
-                "folder is writable, or choose another with --checkpoint.dirpath") from error
-        trainer.strategy.barrier("lit_gan_checkpoint")
+        written = failure is None
+        if trainer.world_size > 1:  # also the barrier after the write: the file is in place when any rank reads it
+            written = trainer.strategy.reduce_boolean_decision(written, all=True)
+        if written:
+            return
+        if failure is None:
+            raise CheckpointWriteError(f"cannot write checkpoint {path} on another process", elsewhere=True)
+        kept = f"the previous {target.name} is intact" if target.exists() else f"no {target.name} was written before"
+        raise CheckpointWriteError(
+            f"cannot write checkpoint {target} ({failure.strerror or failure}); {kept}. Free space, check that the "
+            "folder is writable, or choose another with --checkpoint.dirpath") from failure
+

@@ -13,10 +13,12 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from lit_gan.callbacks.evaluation import rank_share
 from lit_gan.callbacks.samples import scatter_over_modes
 from lit_gan.data import RingGaussians
+from lit_gan.data.digits import EpochShuffle
 from lit_gan.metrics.digits import DigitFrechetDistance
 from lit_gan.nets import MLPDiscriminator, MLPGenerator
 from lit_gan.objectives import NonSaturatingGAN
@@ -213,3 +215,38 @@ def test_an_error_on_rank_0_alone_ends_the_rank_it_started(tmp_path):
     assert result.returncode == 1
     assert "RuntimeError: a failure on rank 0 alone" in result.stderr
     assert "Connection closed" not in result.stderr and "[rank1]" not in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_an_image_run_on_two_ranks_resumed_mid_epoch_reproduces_the_uninterrupted_run(tmp_path):
+    """1,797 digits over 2 ranks: 899 each, 14 batches of 64 an epoch. Resumed from iteration 7 (mid epoch 0),
+    each rank's share of the epoch and its place in it come back: Lightning's DistributedSampler, which had
+    replaced lit-gan's sampler, started the epoch again (and ordered it by seed_everything, not data.seed)."""
+    command = [sys.executable, "train.py", "--config", "configs/digits/nonsaturating_dcgan.yaml", "--config",
+               "configs/trainer/ddp_cpu.yaml", "--generator_steps=18", "--evaluation.every_n_generator_steps=100",
+               "--evaluation.num_samples=100", "--checkpoint.every_n_generator_steps=7",
+               "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = next(tmp_path.glob("lit-gan/*/checkpoints"))
+    uninterrupted = torch.load(folder / "last.ckpt", weights_only=True)
+    resume = [*command, f"--ckpt_path={folder / 'generator_step=0000007.ckpt'}"]
+    result = subprocess.run(resume, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "dataloader is not resumable" not in result.stderr
+    resumed = torch.load(folder / "last.ckpt", weights_only=True)
+    assert resumed["gan_clock"]["generator_step"] == 18
+    for name, tensor in uninterrupted["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][name], tensor), name
+
+
+def test_the_ranks_share_each_epoch_without_overlap_and_skip_within_their_own_share():
+    dataset = TensorDataset(torch.arange(11))
+    whole = list(EpochShuffle(dataset, seed=3, epoch=2))
+    shares = [list(EpochShuffle(dataset, seed=3, epoch=2, num_replicas=3, rank=rank)) for rank in range(3)]
+    padded = whole + whole[:1]  # 11 padded to 12 by the order's first index: every rank gets 4
+    assert shares == [padded[0::3], padded[1::3], padded[2::3]]
+    assert sorted(whole) == list(range(11))
+    resumed = EpochShuffle(dataset, seed=3, epoch=2, skip=2, num_replicas=3, rank=1)
+    assert list(resumed) == shares[1][2:] and list(resumed) == shares[1]  # the skip applies once

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from lit_gan.data.position import ResumableDataModule
 from lit_gan.draws import derived_seed
@@ -35,27 +35,29 @@ def split(n: int, held_out: float, seed: int) -> tuple[Tensor, Tensor]:
     return order[:cut], order[cut:]
 
 
-class EpochShuffle(RandomSampler):
+class EpochShuffle(DistributedSampler):
     """A new order of the dataset each epoch, drawn from ``(seed, epoch)`` alone (Lightning calls ``set_epoch``).
 
     So a resumed run draws the epoch it stopped in again, where a shuffling DataLoader's generator, started
     afresh, would replay the first epoch's order; ``skip`` then leaves out the samples the run had already
-    trained on in that epoch (once). A ``RandomSampler``, so that under DDP Lightning puts its own
-    ``DistributedSampler`` in its place (also ordered by epoch, but resumed at the start of the epoch).
+    trained on in that epoch (once). Under DDP each of the ``num_replicas`` ranks takes every
+    ``num_replicas``-th index of the one order, padded by its first indices to a multiple of the ranks as
+    ``DistributedSampler`` pads it, and skips within its own share. A ``DistributedSampler``, so Lightning keeps
+    it (its own, put in place of any other sampler, restarted a resumed epoch from its start).
     """
 
-    def __init__(self, data_source: Dataset, seed: int, epoch: int = 0, skip: int = 0):
-        super().__init__(data_source)
-        self.seed, self.epoch, self.skip = seed, epoch, skip
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, data_source: Dataset, seed: int, epoch: int = 0, skip: int = 0, num_replicas: int = 1,
+                 rank: int = 0):
+        super().__init__(data_source, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.epoch, self.skip = epoch, skip
 
     def __iter__(self):
-        order = torch.randperm(len(self.data_source), generator=torch.Generator().manual_seed(
-            derived_seed(self.seed, self.epoch)))
+        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(
+            derived_seed(self.seed, self.epoch))).tolist()
+        order = (order * math.ceil(self.total_size / len(order)))[:self.total_size]
+        share = order[self.rank::self.num_replicas]
         skip, self.skip = self.skip, 0
-        yield from order[skip:].tolist()
+        yield from share[skip:]
 
 
 class ImageDataModule(ResumableDataModule):
@@ -73,27 +75,30 @@ class ImageDataModule(ResumableDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.train_dataset()
         processes = self.trainer.world_size if self.trainer is not None else 1
-        per_process = math.ceil(len(dataset) / processes)  # what each DDP rank's DistributedSampler serves
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        per_process = math.ceil(len(dataset) / processes)  # each DDP rank's share of an epoch
         share = (f"{per_process} images each of {processes} processes gets of the {len(dataset)}" if processes > 1
                  else f"{len(dataset)} images")
         require(per_process >= self.batch_size, "data.batch_size", self.batch_size,
                 f"at most the {share} of {type(self).__name__}")
-        batches_per_epoch = len(dataset) // self.batch_size
+        batches_per_epoch = per_process // self.batch_size  # (batches_consumed counts this rank's)
         # The resumed epoch from the start: worker processes take indices from the sampler as soon as the
         # loader's iterator exists, before Lightning calls set_epoch.
         epoch, done = divmod(self.batches_consumed, batches_per_epoch)
-        sampler = EpochShuffle(dataset, self.seed, epoch=epoch, skip=done * self.batch_size)
+        sampler = EpochShuffle(dataset, self.seed, epoch=epoch, skip=done * self.batch_size, num_replicas=processes,
+                               rank=rank)
         # Full batches only: batch norm and the per-batch losses assume a constant batch size. The loader's
         # own generator: without it each epoch's iterator draws a seed from the global stream, which a run
         # resumed at an epoch's start would draw before its saved random state comes back, and G's noise
-        # would shift by one draw.
+        # would shift by one draw. Pinned host memory for a GPU: a pageable batch's copy blocks the host.
+        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          generator=torch.Generator().manual_seed(self.seed))
+                          pin_memory=on_gpu, generator=torch.Generator().manual_seed(self.seed))
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
-        if self.trainer is not None and self.trainer.world_size == 1:
+        if self.trainer is not None:
             # Lightning warns that a loader without state_dict() cannot resume mid-epoch; this one can.
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch",
                                     category=PossibleUserWarning)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -166,3 +167,12 @@ def test_no_seed_is_scored_against_its_own_training_stacks():
         training = StackedDigits(seed=seed, size=2000).train_dataset().index
         shared = (training.unsqueeze(1) == reference.unsqueeze(0)).all(-1).any(1).sum().item()
         assert shared < 20, (seed, shared)  # by chance ~2,000 x 2,000 / 1,797^3 = 0.7 stacks
+
+
+@pytest.mark.parametrize("device, pinned", [("cpu", False), ("cuda", True)])
+def test_image_loaders_pin_host_memory_for_a_gpu_alone(device, pinned):
+    """A pageable batch's copy to a GPU blocks the host; pinning on a CPU run would only cost memory."""
+    datamodule = Digits(batch_size=64)
+    datamodule.trainer = SimpleNamespace(world_size=1, global_rank=0,
+                                         strategy=SimpleNamespace(root_device=torch.device(device)))
+    assert datamodule.train_dataloader().pin_memory is pinned

@@ -334,6 +334,7 @@ def main(args=None, extra_callbacks=()) -> LitGANCLI:
     cli = LitGANCLI(args=args, extra_callbacks=extra_callbacks)
     check_own_run_directory(cli)
     status = 1  # an exception none of the handlers below takes
+    together = False  # a stop every rank made at the same point (see exit_status: rank 0 reports it)
     LIGHTNING_MESSAGES.generator_steps = cli.config.generator_steps  # for this fit only
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
@@ -342,13 +343,13 @@ def main(args=None, extra_callbacks=()) -> LitGANCLI:
     except CheckpointWriteError as error:
         if not error.elsewhere:  # every rank stops; the one that failed says why
             print(f"error: {error}", file=sys.stderr)
-        status = 1
+        status, together = 1, True
     except ConfigError as error:  # found while setting up data (missing files, batch larger than the dataset)
         print(f"error: {error}", file=sys.stderr)
         status = 2
     except SIGTERMException:
         # GeneratorCheckpoint has saved last.ckpt and said how to resume; exit as a terminated process does.
-        status = 128 + signal.SIGTERM
+        status, together = 128 + signal.SIGTERM, True
     else:
         status = DIVERGED if getattr(cli.model, "diverged", None) else 0  # (the W&B run's; train.py: exit_status)
     finally:
@@ -370,6 +371,8 @@ def main(args=None, extra_callbacks=()) -> LitGANCLI:
                     print(f"W&B run not finished cleanly: {type(error).__name__}: {error}", file=sys.stderr)
         if status:
             stop_local_ranks(cli.trainer)
+    if together and not cli.trainer.is_global_zero:
+        status = 0  # rank 0 reports the run's status (see exit_status)
     if status and status != DIVERGED:
         sys.exit(status)
     return cli  # a diverged run too: train.py exits with exit_status(cli), the study reads its rows
@@ -385,12 +388,15 @@ def stop_local_ranks(trainer: Trainer, grace_s: float = 10.0) -> None:
     launcher = trainer.strategy.launcher
     children = launcher.procs if isinstance(launcher, _SubprocessScriptLauncher) else []
     deadline = time.monotonic() + grace_s
-    for child in children:
+    for child in list(children):
         try:
             child.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
+            # Out of the launcher's list, which Lightning's child-process observer (a thread of this process)
+            # reads: a killed child there would have it kill this process too, before it exits with its status.
+            children.remove(child)
 
 
 DIVERGED = 3  # train.py's exit status when the stability monitor found non-finite values (the run failed)
@@ -403,10 +409,16 @@ def exit_status(cli: LitGANCLI) -> int:
     Under a W&B sweep agent (``WANDB_SWEEP_ID`` set) a diverged run exits 0 too: the agent takes a few
     non-zero exits for a broken command and stops itself, and a sweep over unstable settings diverges often.
     Its W&B run is finished as failed either way, which the sweep's search reads.
+
+    Under DDP, after a stop every rank made together (a divergence, a checkpoint that could not be written,
+    SIGTERM) the ranks other than 0 exit 0 and leave the run's status to rank 0: one exiting non-zero first gets
+    rank 0 killed before it has said why and finished W&B, by the child-process observer of Lightning's launcher
+    (which kills every process when a child fails) and by ``srun --kill-on-bad-exit``. A rank failing alone
+    keeps its status, so that both end the run.
     """
     if not getattr(cli.model, "diverged", None) or os.environ.get("WANDB_SWEEP_ID"):
         return 0
-    return DIVERGED
+    return DIVERGED if cli.trainer.is_global_zero else 0
 
 
 def train_with_output(argv: list[str], log: str, threads: int, group=None) -> None:

@@ -176,3 +176,24 @@ def test_image_loaders_pin_host_memory_for_a_gpu_alone(device, pinned):
     datamodule.trainer = SimpleNamespace(world_size=1, global_rank=0,
                                          strategy=SimpleNamespace(root_device=torch.device(device)))
     assert datamodule.train_dataloader().pin_memory is pinned
+
+
+def test_a_ddp_rank_with_an_empty_share_of_the_noise_scores_nothing_and_the_rest_as_one_process():
+    """3 ranks and 2 samples: one rank's share is empty (its features' reshape once failed on 0 elements)."""
+    samples = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    metric = StackedDigits(size=300).evaluation_metric()
+    metric.update(samples)
+    whole = {k: float(v) for k, v in metric.compute().items()}
+    metric.reset()
+    for share in torch.tensor_split(samples, 3):  # [1], [1], [] as lit_gan.callbacks.evaluation.rank_share makes them
+        metric.update(share)
+    assert {k: float(v) for k, v in metric.compute().items()} == pytest.approx(whole, rel=1e-6)
+
+
+@pytest.mark.parametrize("datamodule", [Digits(), StackedDigits(size=300)], ids=["digits", "stacked_digits"])
+def test_a_single_sample_for_the_digit_frechet_distance_is_refused_before_training(datamodule):
+    metric = datamodule.evaluation_metric()
+    with pytest.raises(ValueError, match=r"evaluation.num_samples=1 is not valid: expected at least 2 samples "
+                                         r"\(the Fréchet distance needs their covariance\)"):
+        metric.check_sample_count(1)  # torchmetrics: "More than one sample is required", at the first evaluation
+    metric.check_sample_count(2)

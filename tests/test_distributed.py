@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -22,7 +23,16 @@ from lit_gan.data.digits import EpochShuffle
 from lit_gan.metrics.digits import DigitFrechetDistance
 from lit_gan.nets import MLPDiscriminator, MLPGenerator
 from lit_gan.objectives import NonSaturatingGAN
-from tests.conftest import ROOT, start_training
+from lit_gan.cli import main
+from tests.conftest import ROOT, quiet_args, start_training
+
+
+class RecordLoggedValues(pl.Callback):
+    """Writes each rank's last logged values to ``<default_root_dir>/logged_rank_<rank>.json``."""
+
+    def on_train_end(self, trainer, pl_module):
+        Path(trainer.default_root_dir, f"logged_rank_{trainer.global_rank}.json").write_text(
+            json.dumps(pl_module.logged_values))
 
 
 @pytest.mark.slow
@@ -32,11 +42,17 @@ def test_two_process_ddp_trains_and_its_mode_metric_equals_one_process(tmp_path)
                "--evaluation.every_n_generator_steps=10", "--evaluation.num_samples=999",
                "--checkpoint.every_n_generator_steps=10", "--trainer.log_every_n_steps=5",
                "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}",
-               "--model.init_args.generator.init_args.batch_norm=true"]
+               "--model.init_args.generator.init_args.batch_norm=true",
+               "--trainer.callbacks+=tests.test_distributed.RecordLoggedValues",
+               f"--trainer.default_root_dir={tmp_path}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Starting with 2 processes" in result.stdout + result.stderr
+    # Losses and D's statistics are logged as means over both ranks' batches (rank 0's alone were logged:
+    # loss/discriminator 1.0828 logged, 1.1110 on rank 1), so both ranks hold them alike, as the monitor reads them.
+    logged = [json.loads((tmp_path / f"logged_rank_{rank}.json").read_text()) for rank in (0, 1)]
+    assert logged[0]["generator_step"] == 20 and "loss/discriminator" in logged[0] and logged[0] == logged[1]
 
     run_dirs = list((tmp_path / "lit-gan").iterdir())
     assert len(run_dirs) == 1 and len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1  # rank 0 writes
@@ -82,6 +98,11 @@ def test_two_process_ddp_trains_and_its_mode_metric_equals_one_process(tmp_path)
     assert resumed["gan_clock"]["generator_step"] == 20
     for name, tensor in checkpoint["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], tensor), name
+    # Resumed in one process, the run goes on and says it cannot reproduce the two-process one.
+    with pytest.warns(UserWarning, match=r"Resumed in 1 DDP process\(es\) from a checkpoint of 2: the run goes on"):
+        main(["--config", "configs/ring/nonsaturating.yaml", "--generator_steps=12", "--evaluation.num_samples=100",
+              "--model.init_args.generator.init_args.batch_norm=true", *quiet_args(tmp_path / "one"),
+              f"--ckpt_path={run_dirs[0] / 'checkpoints' / 'generator_step=0000010.ckpt'}"])
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 8])
@@ -160,11 +181,21 @@ def full_disk(tmp_path):
     subprocess.run(["umount", str(folder)], check=True)
 
 
+class SlowCleanupOnRank0(pl.Callback):
+    """Rank 0 takes 8 s to finish after a failure, as a W&B run uploading its last rows might."""
+
+    def on_exception(self, trainer, pl_module, exception):
+        if trainer.is_global_zero:
+            time.sleep(8)
+
+
 @pytest.mark.slow
 def test_a_checkpoint_write_failing_on_rank_0_stops_both_ranks_with_one_clear_error(tmp_path, full_disk):
     """Rank 0 alone writes: its failure reached rank 1 only as a dropped connection under gloo (a traceback),
-    and under NCCL not at all (rank 1 waited in a barrier for 30 minutes). Now the ranks agree and both stop."""
-    result = run_ddp_ring(tmp_path, f"--checkpoint.dirpath={full_disk}")
+    and under NCCL not at all (rank 1 waited in a barrier for 30 minutes). Now the ranks agree and both stop,
+    rank 1 with status 0: its non-zero exit had Lightning's launcher kill rank 0 (-9) before its error line."""
+    result = run_ddp_ring(tmp_path, f"--checkpoint.dirpath={full_disk}",
+                          "--trainer.callbacks+=tests.test_distributed.SlowCleanupOnRank0")
     assert result.returncode == 1, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [f"error: cannot write checkpoint {full_disk / 'last.ckpt'} (No space left on device); no "

@@ -212,8 +212,9 @@ class GeneratorCheckpoint(Callback):
 
     @staticmethod
     def _atomic_save(trainer: pl.Trainer, path: Path, copy: Path | None = None, prune=None) -> None:
-        """Write the checkpoint to ``path`` (rank 0 also copies it to ``copy``, then calls ``prune``); every rank
-        returns, or raises :class:`CheckpointWriteError`, together.
+        """Write the checkpoint to ``path`` (rank 0 also copies it to ``copy``, then calls ``prune``); when a
+        write fails (an ``OSError``) every rank raises :class:`CheckpointWriteError` together. (Any other error
+        on rank 0 is an error of rank 0 alone: ``lit_gan.cli.stop_local_ranks`` ends the others.)
 
         The file is written on rank 0 alone: a failure there (disk full, read-only folder) must reach the other
         ranks, which would otherwise wait for rank 0 in their next collective until the process group's timeout
@@ -236,7 +237,11 @@ class GeneratorCheckpoint(Callback):
                     target = copy
                     with replacing(copy) as copy_temporary:
                         shutil.copyfile(path, copy_temporary)
-                    prune()
+                    try:
+                        prune()
+                    except OSError as error:  # this one is written: an old one left behind is no reason to stop
+                        rank_zero_warn(f"Old numbered checkpoints in {copy.parent} not deleted "
+                                       f"({error.strerror or error})")
         except OSError as error:  # disk full, read-only or missing folder: say so, keep the previous file
             failure = error
             if trainer.is_global_zero and temporary.is_file():
@@ -248,7 +253,10 @@ class GeneratorCheckpoint(Callback):
             return
         if failure is None:
             raise CheckpointWriteError(f"cannot write checkpoint {path} on another process", elsewhere=True)
-        kept = f"the previous {target.name} is intact" if target.exists() else f"no {target.name} was written before"
+        if target == copy:
+            kept = f"{path.name} holds this generator iteration"
+        else:
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written before"
         raise CheckpointWriteError(
             f"cannot write checkpoint {target} ({failure.strerror or failure}); {kept}. Free space, check that the "
             "folder is writable, or choose another with --checkpoint.dirpath") from failure

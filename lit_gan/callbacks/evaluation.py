@@ -99,6 +99,7 @@ class Evaluation(Callback):
         self.metric = datamodule.evaluation_metric()  # moved to the module's device when training starts
         if hasattr(self.metric, "check_sample_count"):  # before training, not at the first evaluation
             self.metric.check_sample_count(self.num_samples)
+        if hasattr(self.metric, "fetch_weights"):
             self.metric.fetch_weights()
         self.centers = getattr(datamodule, "centers", None)
         generator = torch.Generator().manual_seed(self.seed)

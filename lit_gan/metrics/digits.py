@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from lit_gan.errors import require
 from lit_gan.metrics.modes import kl_to_uniform
 
 SHIPPED_CLASSIFIER = Path(__file__).with_name("digit_classifier.pt")
@@ -124,7 +125,14 @@ class _ChannelFeatures(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b = x.shape[0]
-        return self.classifier.features(x.reshape(b * self.channels, 1, *x.shape[-2:])).reshape(b, -1)
+        # (b, num_features), not (b, -1): a DDP rank's share of fewer samples than ranks is empty
+        return self.classifier.features(x.reshape(b * self.channels, 1, *x.shape[-2:])).reshape(b, self.num_features)
+
+
+def check_frechet_sample_count(num_samples: int) -> None:
+    """A covariance needs 2 samples: refuse fewer before training, not at the first evaluation."""
+    require(num_samples >= 2, "evaluation.num_samples", num_samples,
+            "at least 2 samples (the Fréchet distance needs their covariance)")
 
 
 def first_copy(gathered: Tensor) -> Tensor:
@@ -157,6 +165,8 @@ class DigitFrechetDistance(Metric):
     def update(self, samples: Tensor) -> None:
         self.frechet.update(samples, real=False)
 
+    check_sample_count = staticmethod(check_frechet_sample_count)
+
     def compute(self) -> dict[str, Tensor]:
         return {"frechet_distance": self.frechet.compute()}
 
@@ -188,6 +198,8 @@ class StackedDigitModes(Metric):
         modes = digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
         self.counts += torch.bincount(modes, minlength=1000)
         self.frechet.update(samples, real=False)
+
+    check_sample_count = staticmethod(check_frechet_sample_count)
 
     def compute(self) -> dict[str, Tensor]:
         return {"modes": (self.counts > 0).sum().float(), "reverse_kl": kl_to_uniform(self.counts),

@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -608,8 +609,17 @@ class GANModule(pl.LightningModule):
 
     # ------------------------------------------------------------------- logging
     def log_to_loggers(self, metrics: dict[str, Tensor]) -> None:
-        """Send ``metrics`` to every logger at x = generator iterations (one host sync)."""
-        values = torch.stack([v.float().to(self.device) for v in metrics.values()]).tolist()
+        """Send ``metrics`` to every logger at x = generator iterations (one host sync).
+
+        Under DDP each value is the mean over the ranks (one all-reduce): each rank's losses, D outputs and
+        accuracies are means over its own share of the batch, so the mean over ranks is the whole batch's, as one
+        process would log it; gradient norms and learning rates are alike on every rank already. Every rank
+        then holds the same ``logged_values``, and the monitor's verdicts from them agree.
+        """
+        values = torch.stack([v.float().to(self.device) for v in metrics.values()])
+        if self.trainer.world_size > 1:
+            values = self.trainer.strategy.reduce(values, reduce_op="mean")
+        values = values.tolist()
         from lit_gan.callbacks.output import log_row  # here: lit_gan.callbacks imports this module
 
         self.logged_values = dict(zip(metrics, values), generator_step=self.generator_step)
@@ -651,6 +661,11 @@ class GANModule(pl.LightningModule):
         """Under DDP, each rank's own saved stream (rank 0's is the one just restored with the rest)."""
         rank, saved = self.trainer.global_rank, self.pending_rank_rng_states
         self.pending_rank_rng_states = None
+        saved_by = len(saved) if saved is not None else 1
+        if saved_by != self.trainer.world_size:
+            rank_zero_warn(f"Resumed in {self.trainer.world_size} DDP process(es) from a checkpoint of "
+                           f"{saved_by}: the run goes on, but not as the uninterrupted run would (each process's "
+                           "random stream and its share of the data depend on their number)")
         if rank == 0:
             return
         if saved is not None and len(saved) == self.trainer.world_size:

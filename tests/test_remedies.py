@@ -10,6 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from lit_gan.callbacks import Evaluation, run_directory
+from lit_gan.callbacks.output import find_callback
+from lit_gan.cli import main
 from lit_gan.data import GridGaussians
 from lit_gan.errors import ConfigError
 from lit_gan.nets import (
@@ -25,6 +28,7 @@ from lit_gan.objectives import DRAGAN, WGAN, WGANGP, NonSaturatingGAN, optimizer
 from lit_gan.penalties import GradientPenalty, R1Penalty
 from lit_gan.stabilizers import (HistoricalAverage, annealed_std, make_ema, recompute_batch_norm,
                                 unrolled_discriminator, update_ema)
+from tests.conftest import quiet_args
 
 
 class Recording(MLPDiscriminator):
@@ -473,3 +477,24 @@ def test_minibatch_stddev_of_a_collapsed_float16_batch_has_finite_gradients():
     out = layer.batch_features(features)
     out.sum().backward()
     assert out.dtype == torch.float16 and torch.isfinite(features.grad).all()
+
+
+def test_a_checkpoint_between_evaluations_holds_the_moving_average_with_its_own_batch_norm_statistics(tmp_path):
+    """Between evaluations the average carries copies of G's statistics; a checkpoint written then (here at
+    iteration 5, evaluated at 0 and 12 only) gave a user sampling from its average G's statistics."""
+    cli = main(["--config", "configs/stacked_digits/ns_ema_dcgan.yaml", "--generator_steps=12",
+                "--model.init_args.ema_start=2", "--evaluation.every_n_generator_steps=100",
+                "--evaluation.num_samples=256", "--checkpoint.every_n_generator_steps=5", "--checkpoint.keep=3",
+                *quiet_args(tmp_path)])
+    checkpoint = torch.load(run_directory(cli.trainer) / "checkpoints" / "generator_step=0000005.ckpt",
+                            weights_only=True)["state_dict"]
+    module = copy.deepcopy(cli.model)
+    module.load_state_dict(checkpoint)
+    evaluation = find_callback(cli.trainer, Evaluation)
+    recompute_batch_norm(module.generator_ema, evaluation.statistics_noise, cli.datamodule.batch_size)
+    statistics = [name for name in checkpoint if name.startswith("generator_ema.") and "running_" in name]
+    assert statistics
+    for name in statistics:
+        own = module.state_dict()[name]
+        assert torch.equal(checkpoint[name], own), name
+        assert not torch.equal(own, checkpoint[name.replace("generator_ema.", "generator.", 1)]), name

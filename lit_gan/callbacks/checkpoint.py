@@ -40,9 +40,15 @@ def all_finite(module: pl.LightningModule) -> bool:
 
 
 def ready_to_save(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
-    """Every rank takes rank 0's buffers (what the checkpoint keeps), then whether the parameters and buffers
+    """Every rank takes rank 0's buffers (what the checkpoint keeps) and the moving average of G its own
+    batch-norm statistics (unless an evaluation at this iteration just gave them: between evaluations it carries
+    G's, which a user sampling from the checkpoint's average would get), then whether the parameters and buffers
     are finite on every rank: a save is collective, so the ranks save, or skip saving, together."""
     take_rank_zero_buffers(trainer, module)
+    evaluation = find_callback(trainer, Evaluation)
+    if (getattr(module, "generator_ema", None) is not None and evaluation is not None
+            and evaluation.latest.get("generator_step") != module.generator_step):
+        evaluation.give_ema_its_statistics(trainer, module)
     finite = all_finite(module)
     return trainer.strategy.reduce_boolean_decision(finite, all=True) if trainer.world_size > 1 else finite
 

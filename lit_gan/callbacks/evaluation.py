@@ -137,9 +137,8 @@ class Evaluation(Callback):
         row: dict[str, float] = {}
         images: dict[str, torch.Tensor] = {}  # by score prefix
         for prefix, ema in score_prefixes(pl_module).items():
-            if ema:  # the average's own batch-norm statistics, from fixed noise of the training batch size
-                batch_size = getattr(trainer.datamodule, "batch_size", 64)
-                recompute_batch_norm(pl_module.generator_ema, self.statistics_noise.to(pl_module.device), batch_size)
+            if ema:
+                self.give_ema_its_statistics(trainer, pl_module)
             samples = pl_module.generate(rank_share(self.noise, trainer.global_rank, trainer.world_size), ema=ema)
             finite = bool(torch.isfinite(samples).all())
             if trainer.world_size > 1:  # every rank scores, or none does: the metric's sync is collective
@@ -160,6 +159,12 @@ class Evaluation(Callback):
         if trainer.is_global_zero:
             self._write(trainer, pl_module, images, row)
         return row
+
+    def give_ema_its_statistics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The moving average's own batch-norm statistics, from fixed noise in batches of the training size (it
+        carries G's copies between evaluations); before each evaluation and each checkpoint."""
+        batch_size = getattr(trainer.datamodule, "batch_size", 64)
+        recompute_batch_norm(pl_module.generator_ema, self.statistics_noise.to(pl_module.device), batch_size)
 
     def _write_history(self, trainer) -> Path:
         directory = run_directory(trainer)

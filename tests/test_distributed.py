@@ -131,6 +131,31 @@ def test_ctrl_c_reaching_one_ddp_rank_stops_both_at_one_iteration_with_a_checkpo
     assert f"Saved {last}; resume with the same command plus --ckpt_path {last}" in err
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("both", [False, True], ids=["rank_0", "both_ranks"])
+def test_sigterm_stops_both_ddp_ranks_at_one_iteration_with_a_checkpoint(tmp_path, both):
+    """Lightning's SIGTERM handler broadcasts from inside the signal, wherever each rank is: SIGTERM to rank 0
+    (which forwards it) or to both (as SLURM sends it at a time limit) hung both ranks, often and always."""
+    process = start_training(tmp_path, "--config", "configs/ring/nonsaturating.yaml", "--config",
+                             "configs/trainer/ddp_cpu.yaml")
+    try:
+        rank_1 = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "train.py"], capture_output=True, text=True)
+        process.send_signal(signal.SIGTERM)
+        if both:
+            os.kill(int(rank_1.stdout.split()[0]), signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        subprocess.run(["pkill", "-P", str(process.pid)], capture_output=True)
+    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+    last = next(tmp_path.glob("lit-gan/*/checkpoints/last.ckpt"))
+    checkpoint = torch.load(last, weights_only=True)
+    step = checkpoint["gan_clock"]["generator_step"]
+    assert step > 0 and checkpoint["gan_clock"]["discriminator_step"] == step  # a whole iteration
+    assert checkpoint["rank_rng_states"].shape[0] == 2
+    assert f"Saved {last}; resume with the same command plus --ckpt_path {last}" in err
+
+
 def _digit_frechet_distance_on_a_rank(rank: int, world_size: int, init_file: str, out: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     generator = torch.Generator().manual_seed(0)

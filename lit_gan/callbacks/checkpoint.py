@@ -94,6 +94,7 @@ class GeneratorCheckpoint(Callback):
         self.best_score: float | None = None
         self.last_saved_step: int | None = None
         self.interrupted = False
+        self.terminated = False  # SIGTERM, taken at the iteration's end too
         self.stopping_cleanly = False  # a Ctrl-C taken at an iteration's end, whose state resumes exactly
         self.says = True
         self.previous_sigint = None
@@ -117,13 +118,17 @@ class GeneratorCheckpoint(Callback):
         self.mode = goal
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.interrupted = self.stopping_cleanly = False  # (one callback may serve a second fit, in a notebook)
+        self.interrupted = self.terminated = self.stopping_cleanly = False  # (one callback may serve a second fit)
         # Ctrl-C lands anywhere in an iteration (between D's step and the clock, inside Adam's update, in a
         # seed group while member 0 writes this run's weights), where a saved state would not resume exactly:
         # take it at the end of the iteration, as Lightning takes SIGTERM. A second Ctrl-C stops at once.
         self.says = trainer.is_global_zero  # a terminal's Ctrl-C reaches every DDP rank: one line, not one each
         if threading.current_thread() is threading.main_thread():
             self.previous_sigint = signal.signal(signal.SIGINT, self._interrupt)
+            # SIGTERM too (a cluster's preemption or time limit, `kill`): Lightning's handler broadcasts from
+            # inside the signal, wherever each rank is, and 2 DDP ranks hung for good (SIGTERM to rank 0, which
+            # forwards it, or to both, as SLURM sends it). Recorded here; the ranks agree at the iteration's end.
+            signal.signal(signal.SIGTERM, self._terminate)
 
     def _interrupt(self, signum, frame) -> None:
         if self.interrupted:
@@ -133,10 +138,25 @@ class GeneratorCheckpoint(Callback):
             print("\nCtrl-C: stopping after this generator iteration, with a checkpoint (Ctrl-C again stops at once)",
                   file=sys.stderr, flush=True)
 
+    def _terminate(self, signum, frame) -> None:
+        self.terminated = True
+
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self.previous_sigint is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self.previous_sigint)  # training is over: Ctrl-C as usual again
             self.previous_sigint = None
+        self.give_back_sigterm()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.save_on_exception(trainer, pl_module, exception)
+        self.give_back_sigterm()  # (Lightning calls no teardown of callbacks after an exception)
+
+    def give_back_sigterm(self) -> None:
+        # Lightning's teardown, before a callback's, puts back the handler from before the fit: ours is taken
+        # out only where nothing replaced it since.
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGTERM) == self._terminate):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     # best.ckpt first: a checkpoint written at this iteration then holds the best score that includes this
     # iteration's evaluation, which a run resumed from it does not repeat.
@@ -145,9 +165,13 @@ class GeneratorCheckpoint(Callback):
         step = pl_module.generator_step
         if step > 0 and step % self.every_n_generator_steps == 0 and step != self.last_saved_step:
             self.save(trainer, pl_module, numbered=True)
-        interrupted = self.interrupted
-        if trainer.world_size > 1:  # Ctrl-C reaches ranks in different iterations: all stop at the same one
-            interrupted = trainer.strategy.reduce_boolean_decision(interrupted, all=False)
+        interrupted, terminated = self.interrupted, self.terminated
+        if trainer.world_size > 1:  # signals reach ranks in different iterations: all stop at the same one
+            flags = torch.tensor([interrupted, terminated], dtype=torch.int32, device=trainer.strategy.root_device)
+            interrupted, terminated = (bool(flag) for flag in trainer.strategy.reduce(flags, reduce_op="sum"))
+        if terminated:
+            self.terminated = False
+            raise SIGTERMException  # as Lightning raises it: on_exception below saves last.ckpt, the run stops
         if interrupted:
             self.interrupted = False
             self.stopping_cleanly = True
@@ -158,7 +182,7 @@ class GeneratorCheckpoint(Callback):
         if pl_module.generator_step != self.last_saved_step:
             self.save(trainer, pl_module, numbered=False)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def save_on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         """Ctrl-C (SIGINT) or SIGTERM: keep the work done so far in ``last.ckpt``, ready to resume."""
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return

@@ -18,12 +18,12 @@ from torch.utils.data import TensorDataset
 
 from lit_gan.callbacks.evaluation import rank_share
 from lit_gan.callbacks.samples import scatter_over_modes
+from lit_gan.cli import main
 from lit_gan.data import RingGaussians
 from lit_gan.data.digits import EpochShuffle
 from lit_gan.metrics.digits import DigitFrechetDistance
 from lit_gan.nets import MLPDiscriminator, MLPGenerator
 from lit_gan.objectives import NonSaturatingGAN
-from lit_gan.cli import main
 from tests.conftest import ROOT, quiet_args, start_training
 
 

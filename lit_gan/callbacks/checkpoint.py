@@ -121,13 +121,13 @@ class GeneratorCheckpoint(Callback):
         self.interrupted = self.terminated = self.stopping_cleanly = False  # (one callback may serve a second fit)
         # Ctrl-C lands anywhere in an iteration (between D's step and the clock, inside Adam's update, in a
         # seed group while member 0 writes this run's weights), where a saved state would not resume exactly:
-        # take it at the end of the iteration, as Lightning takes SIGTERM. A second Ctrl-C stops at once.
+        # take it at the end of the iteration, as SIGTERM below. A second Ctrl-C stops at once.
         self.says = trainer.is_global_zero  # a terminal's Ctrl-C reaches every DDP rank: one line, not one each
         if threading.current_thread() is threading.main_thread():
             self.previous_sigint = signal.signal(signal.SIGINT, self._interrupt)
             # SIGTERM too (a cluster's preemption or time limit, `kill`): Lightning's handler broadcasts from
-            # inside the signal, wherever each rank is, and 2 DDP ranks hung for good (SIGTERM to rank 0, which
-            # forwards it, or to both, as SLURM sends it). Recorded here; the ranks agree at the iteration's end.
+            # inside the signal, wherever each rank is, and 2 DDP ranks hung (always with SIGTERM to both, as
+            # SLURM sends it; at times to rank 0 alone). Recorded here; the ranks agree at the iteration's end.
             signal.signal(signal.SIGTERM, self._terminate)
 
     def _interrupt(self, signum, frame) -> None:

@@ -668,7 +668,7 @@ class GANModule(pl.LightningModule):
                            "random stream and its share of the data depend on their number)")
         if rank == 0:
             return
-        if saved is not None and len(saved) == self.trainer.world_size:
+        if saved_by == self.trainer.world_size:
             set_rank_rng_state(saved[rank])
         else:  # saved by another number of processes: a stream of this rank's own from rank 0's state
             torch.manual_seed(rank_seed(int(torch.randint(2**62, ())), rank))
